@@ -1,0 +1,65 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HTTP_PORT ?= 8080
+SIMULATOR_PORT ?= 2775
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/3
+
+.PHONY: run test test-sqlite test-postgres lint install install-dev browser migrate simulator worker clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(PY) manage.py migrate --noinput -v 0
+
+# The whole service with its embedded defaults: SQLite, the in-process channel
+# layer and, unless SMPP_ADDR names a real SMSC, the bundled simulator.
+run: migrate
+ifeq ($(strip $(SMPP_ADDR)),)
+	$(PY) manage.py serve --port $(HTTP_PORT) --simulator $(SIMULATOR_PORT)
+else
+	$(PY) manage.py serve --port $(HTTP_PORT)
+endif
+
+simulator: install
+	$(PY) manage.py smsc_simulator --port $(SIMULATOR_PORT)
+
+worker: migrate
+	$(PY) manage.py smpp_worker
+
+# Headless Chromium for the dashboard test (Debian's package; Playwright cannot
+# download its own browser here).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The whole suite on SQLite, then the store and end-to-end tests again on
+# PostgreSQL with the Redis channel layer.
+test: install-dev browser lint test-sqlite test-postgres
+
+test-sqlite: install-dev
+	$(PY) -m pytest -q
+
+test-postgres: install-dev
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -q -m store
+
+clean:
+	rm -rf $(VENV) data/*.sqlite3* test-output

@@ -1,0 +1,233 @@
+"""The message store: the record of truth for everything the gateway does."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from .states import State
+
+
+class Message(models.Model):
+    """One message a client asked us to send; carried by one or more parts."""
+
+    src = models.CharField(max_length=21, blank=True, default="")
+    src_ton = models.PositiveSmallIntegerField(default=0)
+    src_npi = models.PositiveSmallIntegerField(default=0)
+    dst = models.CharField(max_length=21, db_index=True)
+    dst_ton = models.PositiveSmallIntegerField(default=0)
+    dst_npi = models.PositiveSmallIntegerField(default=0)
+    text = models.TextField()
+    encoding = models.CharField(max_length=8)  # resolved: gsm7, ucs2, latin1, raw
+    requested_encoding = models.CharField(max_length=8, default="auto")
+    data_coding = models.PositiveSmallIntegerField(default=0)
+    ucs2_forced_by = models.CharField(max_length=64, blank=True, default="")
+    parts_count = models.PositiveSmallIntegerField(default=1)
+    register = models.CharField(max_length=8, blank=True, default="")  # "", final, failure
+    priority = models.PositiveSmallIntegerField(default=0)
+    schedule_at = models.DateTimeField(null=True, blank=True)
+    validity_until = models.DateTimeField(null=True, blank=True)
+    reference = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    callback_url = models.URLField(max_length=500, blank=True, default="")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    command_status = models.PositiveIntegerField(null=True, blank=True)  # first failing part's
+    error_code = models.PositiveIntegerField(null=True, blank=True)  # network error from receipt
+    possibly_duplicated = models.BooleanField(default=False)
+    # The reply channel of the API request waiting for the SMSC's answer, if any.
+    notify_channel = models.CharField(max_length=200, blank=True, default="")
+
+    created_at = models.DateTimeField(db_index=True)
+    updated_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["state", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} to {self.dst} ({self.state})"
+
+
+class MessagePart(models.Model):
+    """One SMPP submit_sm: the unit the worker sends and the SMSC acknowledges."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="parts")
+    index = models.PositiveSmallIntegerField()  # 1-based position in the message
+    short_message = models.BinaryField()  # exactly the octets put in the PDU, UDH included
+    esm_class = models.PositiveSmallIntegerField(default=0)
+    sar_ref = models.PositiveIntegerField(null=True, blank=True)
+    sar_total = models.PositiveSmallIntegerField(null=True, blank=True)
+    sar_seq = models.PositiveSmallIntegerField(null=True, blank=True)
+    use_payload = models.BooleanField(default=False)  # carry the text in message_payload
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Sequence numbers only mean something within one bind: keep both.
+    bind_id = models.CharField(max_length=64, blank=True, default="")
+    sequence_number = models.PositiveIntegerField(null=True, blank=True)
+    smsc_id = models.CharField(max_length=65, null=True, blank=True, db_index=True)
+    command_status = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    possibly_duplicated = models.BooleanField(default=False)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "index"], name="unique_part_index")
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="part_claim_idx")]
+
+    def __str__(self) -> str:
+        return f"part {self.index}/{self.message.parts_count} of message {self.message_id}"
+
+
+class Receipt(models.Model):
+    """A delivery receipt as it came from the SMSC, matched to its part or not yet."""
+
+    smsc_id = models.CharField(max_length=65, db_index=True)
+    part = models.ForeignKey(
+        MessagePart, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
+    )
+    stat = models.CharField(max_length=16, blank=True, default="")
+    message_state = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    submitted_date = models.DateTimeField(null=True, blank=True)
+    done_date = models.DateTimeField(null=True, blank=True)
+    source_addr = models.CharField(max_length=21, blank=True, default="")  # the handset
+    destination_addr = models.CharField(max_length=21, blank=True, default="")
+    raw_text = models.TextField(blank=True, default="")
+    tlvs = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(db_index=True)
+    matched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["matched_at", "smsc_id"], name="receipt_unmatched_idx")]
+
+    def __str__(self) -> str:
+        return f"receipt {self.stat} for {self.smsc_id}"
+
+
+class IncomingFragment(models.Model):
+    """One deliver_sm of a mobile-originated message, kept until it is assembled.
+
+    Stored before the deliver_sm is answered, so a crash never loses a part.
+    """
+
+    src = models.CharField(max_length=21)
+    dst = models.CharField(max_length=21)
+    data_coding = models.PositiveSmallIntegerField(default=0)
+    reference = models.PositiveIntegerField(null=True, blank=True)
+    total = models.PositiveSmallIntegerField(default=1)
+    seq = models.PositiveSmallIntegerField(default=1)
+    payload = models.BinaryField()  # user data without the UDH
+    received_at = models.DateTimeField()
+    incoming = models.ForeignKey(
+        "IncomingMessage", null=True, blank=True, on_delete=models.CASCADE, related_name="fragments"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["incoming", "src", "reference"], name="fragment_open_idx")]
+
+    def __str__(self) -> str:
+        return f"fragment {self.seq}/{self.total} from {self.src}"
+
+
+class IncomingMessage(models.Model):
+    """A mobile-originated message, decoded and (when long) reassembled."""
+
+    src = models.CharField(max_length=21, db_index=True)
+    dst = models.CharField(max_length=21)
+    text = models.TextField(blank=True, default="")
+    data_coding = models.PositiveSmallIntegerField(default=0)
+    binary_hex = models.TextField(blank=True, default="")  # set when data_coding is binary
+    parts_expected = models.PositiveSmallIntegerField(default=1)
+    parts_received = models.PositiveSmallIntegerField(default=1)
+    complete = models.BooleanField(default=True)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"incoming message {self.pk} from {self.src}"
+
+
+class StateTransition(models.Model):
+    """The timeline: every change of a message's (or a part's) state, with its time."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="transitions")
+    part_index = models.PositiveSmallIntegerField(null=True, blank=True)  # null: the message
+    from_state = models.CharField(max_length=16, blank=True, default="")
+    to_state = models.CharField(max_length=16)
+    command_status = models.PositiveIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True, default="")
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_state or '-'} -> {self.to_state} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Event(models.Model):
+    """What clients of the SSE and WebSocket streams see, with a rising id.
+
+    Written in the same transaction as the change it describes; the channel
+    layer only tells listeners that there is something new to read.
+    """
+
+    class Type(models.TextChoices):
+        RECEIPT = "receipt"
+        MO = "mo"
+        STATUS = "status"
+
+    type = models.CharField(max_length=8, choices=Type.choices)
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    payload = models.JSONField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"event {self.pk} ({self.type})"
+
+
+class ConcatReference(models.Model):
+    """The next concatenation reference per destination, so references in
+    flight to one handset never repeat."""
+
+    dst = models.CharField(max_length=21, unique=True)
+    next_value = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"next reference for {self.dst}: {self.next_value}"
+
+
+class LinkStatus(models.Model):
+    """The state of each worker's SMPP bind, for /healthz and the dashboard."""
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=16)  # connecting, bound, disconnected, stopped
+    detail = models.CharField(max_length=200, blank=True, default="")
+    smsc = models.CharField(max_length=200, blank=True, default="")
+    changed_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.worker_id}: {self.state}"

@@ -1,0 +1,45 @@
+"""Ringing the bells after a commit.
+
+The channel layer may drop any of these (it is at-most-once by design); every
+listener also looks at the store on a timer, so a lost bell only costs time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.layers import get_channel_layer
+
+from .store import Notifications
+
+logger = logging.getLogger(__name__)
+
+EVENTS_GROUP = "events"  # SSE and WebSocket consumers listen here
+WORKER_CHANNEL = "smpp.outbox"  # the worker wakes up when new parts are queued
+
+
+async def publish(notifications: Notifications) -> None:
+    """Tell listeners about new events and waiters that their answer is in."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        if notifications.last_event_id is not None:
+            await layer.group_send(
+                EVENTS_GROUP, {"type": "events.new", "last_id": notifications.last_event_id}
+            )
+        for channel, message_ids in notifications.waiters.items():
+            await layer.send(channel, {"type": "message.answered", "ids": message_ids})
+    except Exception:  # the store has it all; a broken layer only delays listeners
+        logger.warning("could not publish notifications", exc_info=True)
+
+
+async def ring_worker() -> None:
+    """Wake a worker: new parts are queued."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.send(WORKER_CHANNEL, {"type": "outbox.new"})
+    except Exception:  # full channel or broken layer: the worker polls anyway
+        logger.debug("worker bell not rung", exc_info=True)

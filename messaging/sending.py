@@ -1,0 +1,215 @@
+"""Send and query, as the HTTP API and the JSON-RPC socket both offer them.
+
+Protocol-free: takes the request's parameters, returns the HTTP status and the
+JSON body. The views and the WebSocket consumer only translate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import DatabaseError, IntegrityError
+from rest_framework.exceptions import ValidationError
+
+from .api_errors import first_error
+from .models import Message, MessagePart
+from .notify import ring_worker
+from .serializers import SendSerializer, TransitionSerializer
+from .states import FINAL_STATES, State, smpp_state_name
+from .store import create_messages
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.25  # how often a waiting request looks at the store itself
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    status: int
+    body: dict
+
+
+def send(data: dict, idempotency_key: str | None = None) -> ApiAnswer:
+    """Validate, store and (within ``wait``) see the SMSC accept a message."""
+    serializer = SendSerializer(data=data)
+    try:
+        serializer.is_valid(raise_exception=True)
+    except ValidationError as exc:
+        return ApiAnswer(400, {"error": first_error(exc.detail)})
+    params = serializer.validated_data
+    split = params["split"]
+    if params.get("dry_run"):
+        return ApiAnswer(200, _preview(split))
+
+    request_hash = _request_hash(data) if idempotency_key else ""
+    if idempotency_key:
+        earlier = Message.objects.filter(idempotency_key=idempotency_key).first()
+        if earlier is not None:
+            return _replay(earlier, request_hash)
+
+    wait = params.get("wait", 0.0)
+    channel = _new_channel() if wait > 0 else ""
+    try:
+        (message,) = create_messages(
+            [serializer.new_message(idempotency_key, request_hash)], notify_channel=channel
+        )
+    except IntegrityError:
+        if idempotency_key:  # the same key raced us: answer as the first one did
+            earlier = Message.objects.filter(idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                return _replay(earlier, request_hash)
+        raise
+    except DatabaseError as exc:
+        logger.error("could not store a message: %s", exc)
+        return ApiAnswer(503, {"error": "the message store is unavailable; retry later"})
+    async_to_sync(ring_worker)()
+    if wait > 0 and message.schedule_at is None:
+        _wait_for_smsc(message.pk, channel, wait)
+    return answer_for(Message.objects.get(pk=message.pk))
+
+
+def answer_for(message: Message) -> ApiAnswer:
+    """The /v1/send answer for a stored message, as things stand now."""
+    parts = list(message.parts.order_by("index"))
+    smsc_ids = [p.smsc_id for p in parts]
+    body = {
+        "message_id": smsc_ids[0] if smsc_ids and all(smsc_ids) else None,
+        "id": str(message.pk),
+        "status": message.state,
+        "parts": message.parts_count,
+        "encoding": message.encoding,
+        "message_ids": smsc_ids,
+    }
+    if message.ucs2_forced_by:
+        body["ucs2_forced_by"] = list(message.ucs2_forced_by)
+    if message.state == State.FAILED:
+        from smpp_gateway.command_status import status_name, status_text
+
+        status = message.command_status or 0
+        return ApiAnswer(
+            502,
+            {
+                "error": status_text(status),
+                "command_status": status,
+                "command_status_name": status_name(status),
+                **body,
+            },
+        )
+    if body["message_id"] is None:
+        return ApiAnswer(202, body)
+    return ApiAnswer(200, body)
+
+
+def _preview(split) -> dict:
+    return {
+        "dry_run": True,
+        "encoding": split.encoding,
+        "data_coding": split.data_coding,
+        "parts": len(split.parts),
+        "units": split.units,
+        "unit_name": split.unit_name,
+        "ucs2_forced_by": list(split.ucs2_forced_by),
+    }
+
+
+def _request_hash(data: dict) -> str:
+    canonical = json.dumps({k: str(v) for k, v in data.items()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(earlier: Message, request_hash: str) -> ApiAnswer:
+    if earlier.request_hash != request_hash:
+        return ApiAnswer(
+            409,
+            {
+                "error": "Idempotency-Key already used with a different request",
+                "id": str(earlier.pk),
+            },
+        )
+    return answer_for(earlier)
+
+
+def _new_channel() -> str:
+    layer = get_channel_layer()
+    return async_to_sync(layer.new_channel)() if layer is not None else ""
+
+
+def _wait_for_smsc(message_id: int, channel: str, timeout: float) -> None:
+    """Until the worker says the SMSC answered, or ``timeout``; the store decides."""
+    deadline = time.monotonic() + timeout
+    layer = get_channel_layer()
+
+    async def bell(seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), seconds)
+
+    while True:
+        state = Message.objects.filter(pk=message_id).values_list("state", flat=True).first()
+        answered = state not in (State.QUEUED, State.SUBMITTING) or (
+            state == State.QUEUED
+            and MessagePart.objects.filter(message_id=message_id, attempts__gt=0).exists()
+        )
+        left = deadline - time.monotonic()
+        if answered or left <= 0:
+            return
+        if layer is not None and channel:
+            async_to_sync(bell)(min(left, POLL_INTERVAL * 4))
+        else:
+            time.sleep(min(left, POLL_INTERVAL))
+
+
+# --- query -------------------------------------------------------------------------------
+
+
+def query(params: dict) -> ApiAnswer:
+    """The delivery state of a message, by the SMSC's id or ours."""
+    from smpp_gateway.receipts import smsc_id_variants
+
+    smsc_id = str(params.get("message_id") or "").strip()
+    our_id = str(params.get("id") or "").strip()
+    if not smsc_id and not our_id:
+        return ApiAnswer(400, {"error": 'missing parameter "message_id": message id from send'})
+    message = None
+    if our_id:
+        if not our_id.isdigit():
+            return ApiAnswer(404, {"error": f'message "{our_id}" not found'})
+        message = Message.objects.filter(pk=int(our_id)).first()
+    else:
+        part = (
+            MessagePart.objects.filter(smsc_id__in=smsc_id_variants(smsc_id))
+            .select_related("message")
+            .first()
+        )
+        message = part.message if part else None
+    if message is None:
+        return ApiAnswer(404, {"error": f'message "{smsc_id or our_id}" not found'})
+    return ApiAnswer(200, query_body(message))
+
+
+def query_body(message: Message) -> dict:
+    receipt = message.receipts.order_by("-id").first()
+    if receipt is not None and receipt.message_state and message.state not in FINAL_STATES:
+        from .states import SMPP_STATE_NAMES
+
+        state_name = SMPP_STATE_NAMES.get(receipt.message_state, "UNKNOWN")
+    else:
+        state_name = smpp_state_name(message.state, scheduled=message.schedule_at is not None)
+    final = receipt.done_date if receipt and receipt.done_date else message.final_at
+    return {
+        "message_state": state_name,
+        "final_date": final.isoformat() if final else "",
+        "error_code": message.error_code or (message.command_status or 0),
+        "id": str(message.pk),
+        "status": message.state,
+        "parts": message.parts_count,
+        "message_ids": [p.smsc_id for p in message.parts.order_by("index")],
+        "history": TransitionSerializer(message.transitions.all(), many=True).data,
+    }

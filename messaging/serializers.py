@@ -1,0 +1,265 @@
+"""Validation of API input, in the order and with the words the old server used."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+
+from .encoding import ENCODINGS, UnencodableCharacter
+from .models import Message, MessagePart, Receipt, StateTransition
+from .outbound import split_for_smsc
+from .splitting import TooManyParts
+from .store import NewMessage
+
+REGISTER_CHOICES = ("final", "failure")
+SMPP_ABSOLUTE_TIME = re.compile(r"^(\d{12})(\d)(\d{2})([+-])$")
+SMPP_RELATIVE_TIME = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})\d{3}R$")
+
+
+def _missing(name: str, what: str) -> dict:
+    text = f'missing parameter "{name}": {what}'
+    return {"required": text, "blank": text, "null": text}
+
+
+class ByteField(serializers.CharField):
+    """A 0..255 number (TON, NPI), with the old server's error text."""
+
+    def __init__(self, name: str, **kwargs):
+        self.param_name = name
+        super().__init__(required=False, allow_blank=True, **kwargs)
+
+    def to_internal_value(self, data):
+        raw = super().to_internal_value(data)
+        if raw == "":
+            return 0
+        if not raw.isdigit() or int(raw) > 255:
+            raise serializers.ValidationError(
+                f'invalid parameter "{self.param_name}"="{raw}": must be a number from 0 to 255'
+            )
+        return int(raw)
+
+
+def parse_time(value: str, name: str, now: datetime) -> datetime:
+    """Seconds from now, ISO 8601, or an SMPP absolute/relative time."""
+    value = value.strip()
+    if value.isdigit() and len(value) < 10:
+        return now + timedelta(seconds=int(value))
+    if match := SMPP_RELATIVE_TIME.match(value):
+        y, mo, d, h, mi, s = (int(g) for g in match.groups())
+        return now + timedelta(days=y * 365 + mo * 30 + d, hours=h, minutes=mi, seconds=s)
+    if match := SMPP_ABSOLUTE_TIME.match(value):
+        stamp, tenths, quarters, sign = match.groups()
+        local = datetime.strptime(stamp, "%y%m%d%H%M%S").replace(tzinfo=UTC)
+        offset = timedelta(minutes=15 * int(quarters)) * (1 if sign == "+" else -1)
+        return local - offset + timedelta(milliseconds=100 * int(tenths))
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise serializers.ValidationError(
+            f'invalid parameter "{name}"="{value}": seconds, ISO 8601 or SMPP time expected'
+        )
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+
+
+class SendSerializer(serializers.Serializer):
+    """``/v1/send`` input. Fields are declared in the seed's validation order:
+    the first error in this order is the one reported."""
+
+    src = serializers.CharField(required=False, allow_blank=True, max_length=20)
+    dst = serializers.CharField(
+        error_messages=_missing("dst", "number of recipient"), max_length=20
+    )
+    text = serializers.CharField(
+        error_messages=_missing("text", "text message"), trim_whitespace=False
+    )
+    enc = serializers.CharField(required=False, allow_blank=True)
+    register = serializers.CharField(required=False, allow_blank=True)
+    src_ton = ByteField("src_ton")
+    src_npi = ByteField("src_npi")
+    dst_ton = ByteField("dst_ton")
+    dst_npi = ByteField("dst_npi")
+    priority = serializers.CharField(required=False, allow_blank=True)
+    validity = serializers.CharField(required=False, allow_blank=True)
+    schedule = serializers.CharField(required=False, allow_blank=True)
+    reference = serializers.CharField(required=False, allow_blank=True, max_length=128)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    wait = serializers.CharField(required=False, allow_blank=True)
+    dry_run = serializers.CharField(required=False, allow_blank=True)
+
+    def validate_enc(self, value: str) -> str:
+        if value and value not in ENCODINGS:
+            raise serializers.ValidationError(
+                f'invalid parameter "enc"="{value}"; supported: {", ".join(ENCODINGS)}'
+            )
+        return value or "auto"
+
+    def validate_register(self, value: str) -> str:
+        if value and value not in REGISTER_CHOICES:
+            raise serializers.ValidationError(
+                f'invalid parameter "register"="{value}"; supported: final, failure'
+            )
+        return value or settings.SMS_DEFAULT_REGISTER
+
+    def validate_priority(self, value: str) -> int:
+        if value in ("", None):
+            return 0
+        if not value.isdigit() or int(value) > 3:
+            raise serializers.ValidationError(
+                f'invalid parameter "priority"="{value}": must be 0, 1, 2 or 3'
+            )
+        return int(value)
+
+    def validate_validity(self, value: str) -> datetime | None:
+        return parse_time(value, "validity", timezone.now()) if value else None
+
+    def validate_schedule(self, value: str) -> datetime | None:
+        return parse_time(value, "schedule", timezone.now()) if value else None
+
+    def validate_wait(self, value: str) -> float:
+        """On by default, bounded by SMS_SEND_WAIT; 0/false turns it off."""
+        limit = settings.SMS_SEND_WAIT
+        lowered = (value or "").strip().lower()
+        if lowered in ("", "1", "true", "yes", "on"):
+            return limit
+        if lowered in ("0", "false", "no", "off"):
+            return 0.0
+        try:
+            return max(0.0, min(float(lowered), limit))
+        except ValueError:
+            raise serializers.ValidationError(
+                f'invalid parameter "wait"="{value}": true, false or seconds expected'
+            ) from None
+
+    def validate_dry_run(self, value: str) -> bool:
+        return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+    def validate(self, attrs: dict) -> dict:
+        """The text must fit the encoding and the part limit; nothing is replaced."""
+        try:
+            attrs["split"] = split_for_smsc(attrs["text"], attrs.get("enc") or "auto")
+        except UnencodableCharacter as exc:
+            raise serializers.ValidationError({"text": f'invalid parameter "text": {exc}'}) from exc
+        except TooManyParts as exc:
+            raise serializers.ValidationError({"text": f'invalid parameter "text": {exc}'}) from exc
+        except ValueError as exc:  # e.g. an encoding the SMSC's alphabet cannot carry
+            raise serializers.ValidationError({"enc": str(exc)}) from exc
+        return attrs
+
+    def new_message(self, idempotency_key: str | None = None, request_hash: str = "") -> NewMessage:
+        data = self.validated_data
+        return NewMessage(
+            dst=data["dst"],
+            text=data["text"],
+            split=data["split"],
+            src=data.get("src", ""),
+            src_ton=data.get("src_ton", 0),
+            src_npi=data.get("src_npi", 0),
+            dst_ton=data.get("dst_ton", 0),
+            dst_npi=data.get("dst_npi", 0),
+            requested_encoding=data.get("enc") or "auto",
+            register=data.get("register", settings.SMS_DEFAULT_REGISTER),
+            priority=data.get("priority", 0),
+            schedule_at=data.get("schedule"),
+            validity_until=data.get("validity"),
+            reference=data.get("reference", ""),
+            callback_url=data.get("callback_url", ""),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+
+
+# --- output --------------------------------------------------------------------------
+
+
+class PartSerializer(serializers.ModelSerializer):
+    message_id = serializers.CharField(source="smsc_id", allow_null=True)
+
+    class Meta:
+        model = MessagePart
+        fields = [
+            "index",
+            "state",
+            "message_id",
+            "command_status",
+            "error_code",
+            "attempts",
+            "possibly_duplicated",
+            "submitted_at",
+            "final_at",
+        ]
+
+
+class ReceiptSerializer(serializers.ModelSerializer):
+    message_id = serializers.CharField(source="smsc_id")
+    part = serializers.IntegerField(source="part.index", allow_null=True, default=None)
+
+    class Meta:
+        model = Receipt
+        fields = [
+            "message_id",
+            "part",
+            "stat",
+            "message_state",
+            "error_code",
+            "submitted_date",
+            "done_date",
+            "raw_text",
+            "received_at",
+        ]
+
+
+class TransitionSerializer(serializers.ModelSerializer):
+    part = serializers.IntegerField(source="part_index", allow_null=True)
+
+    class Meta:
+        model = StateTransition
+        fields = ["at", "from_state", "to_state", "part", "command_status", "detail"]
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    id = serializers.CharField()
+    status = serializers.CharField(source="state")
+    parts = serializers.IntegerField(source="parts_count")
+    message_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "status",
+            "src",
+            "dst",
+            "text",
+            "encoding",
+            "data_coding",
+            "parts",
+            "message_ids",
+            "reference",
+            "register",
+            "priority",
+            "schedule_at",
+            "validity_until",
+            "command_status",
+            "error_code",
+            "possibly_duplicated",
+            "ucs2_forced_by",
+            "created_at",
+            "submitted_at",
+            "final_at",
+        ]
+
+    def get_message_ids(self, message: Message) -> list[str | None]:
+        return [p.smsc_id for p in message.parts.all()]
+
+
+class MessageDetailSerializer(MessageSerializer):
+    part_details = PartSerializer(source="parts", many=True)
+    receipts = ReceiptSerializer(many=True)
+    history = TransitionSerializer(source="transitions", many=True)
+
+    class Meta(MessageSerializer.Meta):
+        fields = MessageSerializer.Meta.fields + ["part_details", "receipts", "history"]

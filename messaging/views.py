@@ -1,0 +1,105 @@
+"""The /v1 HTTP API: thin views over ``messaging.sending`` and the store."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework import generics, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import sending
+from .models import Message, MessagePart, Receipt
+from .serializers import MessageDetailSerializer, MessageSerializer
+
+
+def request_params(request: Request) -> dict:
+    """Query string, then the body on top (form, multipart or JSON), like Go's FormValue."""
+    params = {key: request.query_params.get(key) for key in request.query_params}
+    data = request.data
+    if hasattr(data, "getlist"):
+        params.update({key: data.get(key) for key in data})
+    elif isinstance(data, dict):
+        params.update(data)
+    # Empty means absent.
+    return {k: v for k, v in params.items() if v is not None and v != ""}
+
+
+def as_response(answer: sending.ApiAnswer) -> Response:
+    return Response(answer.body, status=answer.status)
+
+
+class SendView(APIView):
+    """POST|PUT /v1/send"""
+
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key") or None
+        return as_response(sending.send(request_params(request), idempotency_key=key))
+
+    put = post
+
+
+class QueryView(APIView):
+    """GET|HEAD /v1/query"""
+
+    def get(self, request: Request) -> Response:
+        return as_response(sending.query(request_params(request)))
+
+
+class MessagePagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _messages():
+    return Message.objects.prefetch_related(
+        Prefetch("parts", queryset=MessagePart.objects.order_by("index"))
+    )
+
+
+class MessageListView(generics.ListAPIView):
+    """GET /v1/messages?status=&dst=&reference=&since=&until="""
+
+    serializer_class = MessageSerializer
+    pagination_class = MessagePagination
+
+    def get_queryset(self):
+        params = self.request.query_params
+        messages = _messages().order_by("-id")
+        if params.get("status"):
+            messages = messages.filter(state__in=params["status"].split(","))
+        if params.get("dst"):
+            messages = messages.filter(dst=params["dst"])
+        if params.get("reference"):
+            messages = messages.filter(reference=params["reference"])
+        for name, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
+            if params.get(name):
+                moment = parse_datetime(params[name]) or parse_date(params[name])
+                if moment is None:
+                    from rest_framework.exceptions import ValidationError
+
+                    raise ValidationError(
+                        {name: f'invalid parameter "{name}"="{params[name]}": ISO 8601 expected'}
+                    )
+                messages = messages.filter(**{lookup: moment})
+        return messages
+
+
+class MessageDetailView(generics.RetrieveAPIView):
+    """GET /v1/messages/<id>: parts, SMSC ids, receipts and the timeline."""
+
+    serializer_class = MessageDetailSerializer
+
+    def get_queryset(self):
+        return _messages().prefetch_related(
+            "transitions", Prefetch("receipts", queryset=Receipt.objects.select_related("part"))
+        )
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        if response.status_code == status.HTTP_404_NOT_FOUND:
+            response.data = {"error": f'message "{self.kwargs.get("pk")}" not found'}
+        return response

@@ -1,0 +1,325 @@
+"""One SMPP bind over asyncio: the link, the window and the timers.
+
+The session knows PDUs and nothing of the store. It pipelines submit_sm up to
+a window, matches each response to its submit by sequence number, answers the
+SMSC's enquire_link and unbind, sends its own enquire_link when the link is
+idle, and declares the link dead when the SMSC falls silent. What to do with
+responses and deliver_sm is the owner's business, through two callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .command_status import status_name
+from .pdu import PDUFormatError, decode_pdu, encode_pdu, peek_header, read_pdu
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_BIT = 0x80000000
+MAX_SEQUENCE = 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+    tls: bool = False
+    tls_insecure: bool = False
+    tls_ca: str = ""
+    window: int = 100
+    response_timeout: float = 10.0
+    enquire_link_interval: float = 10.0
+    link_timeout: float = 30.0
+    connect_timeout: float = 10.0
+
+
+class LinkError(Exception):
+    """The link could not be opened or was lost."""
+
+
+class BindRefused(LinkError):
+    def __init__(self, status: int):
+        super().__init__(f"bind failed: {status_name(status)} (0x{status:08X})")
+        self.status = status
+
+
+# on_submit_response(token, status, message_id, sequence); status None: no answer in time
+SubmitCallback = Callable[[Any, int | None, str, int], None]
+# on_deliver(pdu, sequence): the owner must call respond_deliver(sequence, status) later
+DeliverCallback = Callable[[Any, int], None]
+
+
+class SMPPSession:
+    """A bound transceiver session. Open with ``open()``, then ``run()`` until it ends."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        on_submit_response: SubmitCallback,
+        on_deliver: DeliverCallback,
+    ):
+        self.config = config
+        self.on_submit_response = on_submit_response
+        self.on_deliver = on_deliver
+        self.bind_id = uuid.uuid4().hex[:12]
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._sequence = 0
+        # sequence -> (token, deadline) for submits awaiting their response
+        self._in_flight: dict[int, tuple[Any, float]] = {}
+        # sequence -> future for our own requests (enquire_link, unbind)
+        self._requests: dict[int, asyncio.Future] = {}
+        self._window_open = asyncio.Event()
+        self._window_open.set()
+        self._last_read = time.monotonic()
+        self._last_write = time.monotonic()
+        self._closing = False
+        self.close_reason = ""
+
+    # --- opening and closing --------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and bind as a transceiver; raises LinkError or BindRefused."""
+        cfg = self.config
+        ssl_context = _ssl_context(cfg) if cfg.tls else None
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    cfg.host,
+                    cfg.port,
+                    ssl=ssl_context,
+                    server_hostname=cfg.host if cfg.tls else None,
+                ),
+                cfg.connect_timeout,
+            )
+        except (TimeoutError, OSError) as exc:
+            raise LinkError(f"connection failed: {exc or type(exc).__name__}") from exc
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        seq = self._next_sequence()
+        self._write(
+            encode_pdu(
+                "bind_transceiver",
+                seq,
+                system_id=cfg.system_id,
+                password=cfg.password,
+                system_type=cfg.system_type,
+                interface_version=0x34,
+            )
+        )
+        try:
+            data = await asyncio.wait_for(read_pdu(self._reader), cfg.response_timeout)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, PDUFormatError) as exc:
+            self._abort()
+            raise LinkError(f"bind failed: no answer ({exc or type(exc).__name__})") from exc
+        _, command_id, status, _ = peek_header(data)
+        if command_id != 0x80000009 or status != 0:
+            self._abort()
+            raise BindRefused(status if status else 0x0D)
+        self._last_read = time.monotonic()
+
+    async def unbind(self, timeout: float = 5.0) -> None:
+        """Say goodbye properly, then close."""
+        if self._writer is None or self._writer.is_closing():
+            return
+        self._closing = True
+        with contextlib.suppress(asyncio.TimeoutError, LinkError, OSError):
+            await asyncio.wait_for(self._request("unbind"), timeout)
+        self._abort()
+
+    def _abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    # --- submitting ------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def window_free(self) -> int:
+        return max(0, self.config.window - len(self._in_flight))
+
+    async def wait_for_window(self) -> None:
+        while self.window_free == 0:
+            self._window_open.clear()
+            await self._window_open.wait()
+
+    def submit(self, token: Any, **fields: Any) -> int:
+        """Send a submit_sm now; its response comes to ``on_submit_response``.
+
+        The sequence number is recorded before the bytes leave, so even an
+        immediate response finds its part.
+        """
+        if self._writer is None or self._writer.is_closing():
+            raise LinkError("not bound")
+        seq = self._next_sequence()
+        self._in_flight[seq] = (token, time.monotonic() + self.config.response_timeout)
+        self._write(encode_pdu("submit_sm", seq, **fields))
+        return seq
+
+    def take_in_flight(self) -> list[Any]:
+        """Hand back the tokens of submits that were never answered (link lost)."""
+        tokens = [token for token, _ in self._in_flight.values()]
+        self._in_flight.clear()
+        self._window_open.set()
+        return tokens
+
+    # --- answering the SMSC -----------------------------------------------------------
+
+    def respond_deliver(self, sequence: int, status: int = 0) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._write(encode_pdu("deliver_sm_resp", sequence, status=status))
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Read until the link ends; returns why it ended."""
+        timers = asyncio.ensure_future(self._timers())
+        try:
+            while True:
+                try:
+                    data = await read_pdu(self._reader)
+                except asyncio.IncompleteReadError:
+                    return self._ended("closed by the SMSC")
+                except (OSError, PDUFormatError) as exc:
+                    return self._ended(f"read failed: {exc}")
+                self._last_read = time.monotonic()
+                if not self._dispatch(data):
+                    return self._ended(self.close_reason or "unbound by the SMSC")
+        except asyncio.CancelledError:
+            self._ended("stopped")
+            raise
+        finally:
+            timers.cancel()
+            self._abort()
+            for future in self._requests.values():
+                if not future.done():
+                    future.set_exception(LinkError("link lost"))
+            self._requests.clear()
+
+    def _ended(self, reason: str) -> str:
+        self.close_reason = self.close_reason or reason
+        return self.close_reason
+
+    def _dispatch(self, data: bytes) -> bool:
+        """Handle one PDU; False when the session must end."""
+        _, command_id, status, seq = peek_header(data)
+        if command_id == 0x80000004:  # submit_sm_resp: the hot path, parsed by hand
+            entry = self._in_flight.pop(seq, None)
+            if entry is None:
+                logger.warning("submit_sm_resp for unknown sequence %d", seq)
+                return True
+            message_id = data[16:].split(b"\0", 1)[0].decode("latin-1") if status == 0 else ""
+            self._reopen_window()
+            self.on_submit_response(entry[0], status, message_id, seq)
+            return True
+        if command_id == 0x00000005:  # deliver_sm
+            try:
+                pdu = decode_pdu(data)
+            except PDUFormatError as exc:
+                # Permanent application error: resending the same bytes cannot help.
+                logger.warning("undecodable deliver_sm, refused with ESME_RX_P_APPN: %s", exc)
+                self._write(encode_pdu("deliver_sm_resp", seq, status=0x65))
+                return True
+            self.on_deliver(pdu, seq)
+            return True
+        if command_id == 0x00000015:  # enquire_link
+            self._write(encode_pdu("enquire_link_resp", seq))
+            return True
+        if command_id == 0x00000006:  # unbind from the SMSC: answer, then go
+            self._write(encode_pdu("unbind_resp", seq))
+            self.close_reason = "unbound by the SMSC"
+            return False
+        if command_id == 0x80000000:  # generic_nack
+            entry = self._in_flight.pop(seq, None)
+            if entry is not None:
+                self._reopen_window()
+                self.on_submit_response(entry[0], status or 0x03, "", seq)
+            else:
+                logger.warning("generic_nack %s for sequence %d", status_name(status), seq)
+            future = self._requests.pop(seq, None)
+            if future is not None and not future.done():
+                future.set_result(status)
+            return True
+        if command_id & RESPONSE_BIT:
+            future = self._requests.pop(seq, None)
+            if future is not None and not future.done():
+                future.set_result(status)
+            return True
+        # A request we do not serve: say so, keep the session.
+        logger.warning("unsupported PDU 0x%08X from the SMSC: generic_nack", command_id)
+        self._write(encode_pdu("generic_nack", seq, status=0x03))
+        return True
+
+    def _reopen_window(self) -> None:
+        if not self._window_open.is_set():
+            self._window_open.set()
+
+    async def _timers(self) -> None:
+        """Response timeouts, enquire_link on idle, and dead-link detection."""
+        cfg = self.config
+        tick = min(0.5, cfg.response_timeout / 4, cfg.enquire_link_interval / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            expired = [seq for seq, (_, deadline) in self._in_flight.items() if deadline < now]
+            for seq in expired:
+                token, _ = self._in_flight.pop(seq)
+                self.on_submit_response(token, None, "", seq)
+            if expired:
+                self._reopen_window()
+            if now - self._last_read > cfg.link_timeout:
+                self.close_reason = f"no answer from the SMSC for {cfg.link_timeout:g} s"
+                self._abort()
+                return
+            idle = now - max(self._last_read, self._last_write)
+            if idle > cfg.enquire_link_interval and not self._closing:
+                seq = self._next_sequence()
+                self._last_write = now
+                self._write(encode_pdu("enquire_link", seq))
+
+    async def _request(self, command: str, **fields: Any) -> int:
+        seq = self._next_sequence()
+        future = asyncio.get_running_loop().create_future()
+        self._requests[seq] = future
+        self._write(encode_pdu(command, seq, **fields))
+        return await future
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _next_sequence(self) -> int:
+        self._sequence = self._sequence + 1 if self._sequence < MAX_SEQUENCE else 1
+        return self._sequence
+
+    def _write(self, data: bytes) -> None:
+        self._last_write = time.monotonic()
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        """Let the socket buffer empty when it is full (back-pressure)."""
+        if self._writer is not None and not self._writer.is_closing():
+            await self._writer.drain()
+
+
+def _ssl_context(cfg: SessionConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cfg.tls_ca or None)
+    if cfg.tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,0 +1,205 @@
+"""Configuration of the SMSC simulator, and its command-line flags.
+
+Every field of ``SimulatorConfig`` is also a flag of ``manage.py smsc_simulator``
+(``receipt_delay`` -> ``--receipt-delay``; booleans get ``--x``/``--no-x``), so a
+behaviour a test can switch on in-process can also be switched on for the
+simulator running as a separate process, and changed at run time through
+``SMSCSimulator.set_config`` or ``POST /config`` on the control port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Statuses a fault can answer with (smpp.md: what a gateway must retry).
+ESME_RTHROTTLED = 0x58
+ESME_RMSGQFUL = 0x14
+ESME_RSYSERR = 0x08
+
+# message_state (SMPP 3.4 5.2.28) of each receipt stat the simulator can produce.
+STATE_BY_STAT: dict[str, int] = {
+    "ENROUTE": 1,
+    "DELIVRD": 2,
+    "EXPIRED": 3,
+    "DELETED": 4,
+    "UNDELIV": 5,
+    "ACCEPTD": 6,
+    "UNKNOWN": 7,
+    "REJECTD": 8,
+}
+
+
+def clock_message_id() -> int:
+    """A first message id that grows with the clock.
+
+    A gateway keeps the SMSC's ids in its database: if every simulator run
+    started again at 1, a receipt of today would match a message of yesterday.
+    100 ids per millisecond can be used before two runs could overlap.
+    """
+    return int(time.time() * 1000) * 100
+
+
+@dataclass
+class SimulatorConfig:
+    """Everything the simulator can be told; defaults behave like a fast, healthy SMSC."""
+
+    # Listening sockets.
+    host: str = "127.0.0.1"
+    port: int = 2775  # 0 -> an ephemeral port, read it from SMSCSimulator.port
+    control_port: int | None = None  # HTTP/JSON control interface; None = off, 0 = ephemeral
+
+    # Accounts and binds.
+    system_id: str = "smsapi"
+    password: str = "secret"
+    smsc_system_id: str = "SMSCSIM"  # our name in bind_resp
+    max_binds_per_user: int = 0  # 0 = unlimited; beyond it bind_resp ESME_RALYBND
+    enquire_link_interval: float = 0.0  # > 0: we send enquire_link every N s when idle
+
+    # Message ids.
+    first_message_id: int = field(default_factory=clock_message_id)
+    hex_ids: bool = False  # submit_sm_resp in hex, receipt text "id:" in decimal
+
+    # Outcome by destination (see the package docstring).
+    reject_dst_prefix: str = "999"  # -> submit_sm_resp ESME_RINVDSTADR
+    undeliv_dst_prefix: str = "998"  # -> receipt UNDELIV
+    expire_dst_prefix: str = "997"  # -> receipt EXPIRED
+    receipt_stat: str = ""  # non-empty: every receipt gets this stat (e.g. UNDELIV)
+
+    # Receipts and other deliver_sm (MO) to the client.
+    receipt_delay: float = 0.2  # seconds from submit_sm_resp to the receipt
+    receipt_tlvs: bool = True  # receipted_message_id, message_state, network_error_code
+    receipt_text: bool = True  # Appendix B text in short_message
+    deliver_timeout: float = 10.0  # no deliver_sm_resp within this -> send again
+    redeliver_delay: float = 1.0  # wait before resending after an error or timeout
+    deliver_window: int = 100  # unanswered deliver_sm per session; 0 = unlimited
+
+    # Fault injection.
+    error_rate: float = 0.0  # share of submits answered with error_status
+    error_status: int = ESME_RTHROTTLED  # 0x58, 0x14 or 0x08 usually
+    max_rate: float = 0.0  # submits/s per session (token bucket); beyond -> 0x58
+    max_window: int = 0  # unanswered submits per session; beyond -> 0x58
+    response_delay: float = 0.0  # seconds before each submit_sm_resp
+    drop_response_rate: float = 0.0  # share of accepted submits never answered
+    disconnect_every_pdus: int = 0  # abort the connection after N PDUs per session
+    disconnect_every_seconds: float = 0.0  # abort each session N s after its bind
+    receipt_before_response: bool = False  # receipt deliver_sm goes out before the resp
+    malformed_rate: float = 0.0  # share of submits followed by a PDU of unknown command_id
+
+    # Housekeeping.
+    record_limit: int = 1_000_000  # submits kept in memory for tests (oldest dropped)
+    seed: int | None = None  # random seed, for reproducible faults
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on a setting that cannot work."""
+        for name in ("error_rate", "drop_response_rate", "malformed_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+        for name in (
+            "receipt_delay",
+            "deliver_timeout",
+            "redeliver_delay",
+            "response_delay",
+            "max_rate",
+            "disconnect_every_seconds",
+            "enquire_link_interval",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("max_window", "disconnect_every_pdus", "deliver_window", "max_binds_per_user"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.deliver_timeout == 0:
+            raise ValueError("deliver_timeout must be positive")
+        if self.record_limit < 1:
+            raise ValueError("record_limit must be at least 1")
+        if self.receipt_stat and self.receipt_stat.upper() not in STATE_BY_STAT:
+            raise ValueError(f"receipt_stat must be one of {sorted(STATE_BY_STAT)}")
+        if not (self.receipt_tlvs or self.receipt_text):
+            raise ValueError("a receipt needs its text or its TLVs (or both)")
+        if not 0 <= self.error_status <= 0xFFFFFFFF:
+            raise ValueError("error_status must fit in 32 bits")
+
+    def replace(self, **changes: Any) -> SimulatorConfig:
+        """A validated copy with ``changes`` applied; unknown names raise ``ValueError``."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown simulator settings: {', '.join(sorted(unknown))}")
+        coerced = {name: _coerce(name, value) for name, value in changes.items()}
+        return dataclasses.replace(self, **coerced)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Type of each field as the command line and JSON deliver it.
+_FIELD_TYPES: dict[str, type] = {
+    f.name: (int if f.name in ("control_port", "first_message_id", "seed") else type(f.default))
+    for f in dataclasses.fields(SimulatorConfig)
+    if f.default is not dataclasses.MISSING or f.name == "first_message_id"
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """JSON and CLI give strings or ints where floats are meant: normalise them."""
+    kind = _FIELD_TYPES[name]
+    if value is None:
+        return None
+    if kind is bool:
+        if isinstance(value, str):
+            return value.strip().lower() in {"1", "true", "yes", "on"}
+        return bool(value)
+    if kind is int:
+        return int(value, 0) if isinstance(value, str) else int(value)
+    if kind is float:
+        return float(value)
+    return str(value)
+
+
+def _parse_int(text: str) -> int:
+    """Accepts 88 and 0x58 alike (statuses are written in hex everywhere)."""
+    return int(text, 0)
+
+
+# Flags that read better under another name than the field's.
+_FLAG_NAMES: dict[str, tuple[str, ...]] = {
+    "system_id": ("--user", "--system-id"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per ``SimulatorConfig`` field, defaulting to the field's default."""
+    for f in dataclasses.fields(SimulatorConfig):
+        flags = _FLAG_NAMES.get(f.name, ("--" + f.name.replace("_", "-"),))
+        kind = _FIELD_TYPES[f.name]
+        help_text = f"(default: {f.default!r})" if f.default is not dataclasses.MISSING else ""
+        if kind is bool:
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                type=_parse_int if kind is int else kind,
+                default=None,
+                help=help_text,
+            )
+
+
+def config_from_options(options: dict[str, Any]) -> SimulatorConfig:
+    """Build a config from parsed flags; flags left out keep the field defaults."""
+    names = {f.name for f in dataclasses.fields(SimulatorConfig)}
+    given = {k: v for k, v in options.items() if k in names and v is not None}
+    return SimulatorConfig(**given)

@@ -1,0 +1,412 @@
+"""The SMPP worker: moves parts from the store to the SMSC and answers back into the store.
+
+It owns one bind (``SMPPSession``) at a time and keeps its window full: it
+claims queued parts in batches, submits them without waiting, and writes
+responses, receipts and incoming messages back in batches from one database
+thread. A deliver_sm is answered only after what it carried is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, connection, connections
+from django.utils import timezone
+
+from messaging import store
+from messaging.models import LinkStatus
+from messaging.notify import WORKER_CHANNEL, publish
+from messaging.store import ClaimedPart, FragmentIn, Notifications, ReceiptIn, SubmitOutcome
+
+from .command_status import Reaction, reaction_for, status_name
+from .deliver import read_deliver
+from .session import BindRefused, LinkError, SessionConfig, SMPPSession
+from .submit_fields import submit_fields
+
+logger = logging.getLogger("smpp_gateway.worker")
+
+RETRY_DELAYS = {
+    Reaction.RETRY_THROTTLED: 1.0,
+    Reaction.RETRY_QUEUE_FULL: 10.0,
+    Reaction.RETRY_SYSTEM: 5.0,
+    Reaction.REBIND: 0.0,
+}
+RECEIVER_RETRY_LATER = 0x64  # ESME_RX_T_APPN: the SMSC keeps it and redelivers
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    session: SessionConfig
+    reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
+    claim_batch: int = 500
+    poll_interval: float = 0.5
+    flush_interval: float = 0.002
+    maintenance_interval: float = 1.0
+    default_alphabet: str = "gsm7"
+    reassembly_timeout: float = 60.0
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.session.response_timeout * 3 + 30
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> WorkerConfig:
+        host, _, port = (settings.SMPP_ADDR or "localhost:2775").rpartition(":")
+        session = SessionConfig(
+            host=host or "localhost",
+            port=int(port),
+            system_id=settings.SMPP_USER,
+            password=settings.SMPP_PASSWD,
+            system_type=settings.SMPP_SYSTEM_TYPE,
+            tls=settings.SMPP_TLS,
+            tls_insecure=settings.SMPP_TLS_INSECURE,
+            tls_ca=settings.SMPP_TLS_CA,
+            window=settings.SMPP_WINDOW,
+            response_timeout=settings.SMPP_RESPONSE_TIMEOUT,
+            enquire_link_interval=settings.SMPP_ENQUIRE_LINK_INTERVAL,
+            link_timeout=settings.SMPP_LINK_TIMEOUT,
+        )
+        values = {
+            "session": session,
+            "reconnect_delays": tuple(settings.SMPP_RECONNECT_DELAYS),
+            "default_alphabet": settings.SMPP_DEFAULT_ALPHABET,
+            "reassembly_timeout": settings.SMS_INCOMING_REASSEMBLY_TIMEOUT,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class _Pending:
+    """What the session produced since the last write to the store."""
+
+    outcomes: list[SubmitOutcome] = field(default_factory=list)
+    receipts: list[tuple[ReceiptIn, int]] = field(default_factory=list)
+    fragments: list[tuple[FragmentIn, int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.outcomes or self.receipts or self.fragments)
+
+
+class SMPPWorker:
+    def __init__(self, config: WorkerConfig, worker_id: str | None = None):
+        self.config = config
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._db_executor = ThreadPoolExecutor(1, thread_name_prefix="smpp-db")
+        self._pending = _Pending()
+        self._flush_wanted = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._session: SMPPSession | None = None
+        self.link_state = "disconnected"
+
+    # --- the database thread -----------------------------------------------------------
+
+    async def _db(self, func, *args):
+        def call():
+            try:
+                return func(*args)
+            except Exception:
+                # A broken connection must not poison the next call.
+                connections.close_all()
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(self._db_executor, call)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming, drain the window, unbind (see ``run``)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Keep a bind up until ``stop()``; reconnect with capped backoff."""
+        await self._db(close_old_connections)
+        requeued = await self._db(store.requeue_abandoned, self._is_sole_worker())
+        if requeued:
+            logger.warning("took back %d parts a previous worker left in flight", requeued)
+        failures = 0
+        cfg = self.config.session
+        while not self._stopping.is_set():
+            await self._set_link("connecting", f"{cfg.host}:{cfg.port}")
+            session = SMPPSession(cfg, self._on_submit_response, self._on_deliver)
+            try:
+                await session.open()
+            except BindRefused as exc:
+                await self._set_link("disconnected", str(exc))
+                logger.error("SMPP bind failed: %s", exc)
+            except LinkError as exc:
+                await self._set_link("disconnected", str(exc))
+                logger.warning("SMPP connection failed: %s", exc)
+            else:
+                failures = 0
+                self._session = session
+                await self._set_link("bound", f"{cfg.host}:{cfg.port} as {cfg.system_id}")
+                logger.info(
+                    "SMPP connected to %s:%d (bind %s)", cfg.host, cfg.port, session.bind_id
+                )
+                reason = await self._serve(session)
+                self._session = None
+                await self._set_link("disconnected", reason)
+                logger.warning("SMPP disconnected: %s", reason)
+                if self._stopping.is_set():
+                    break
+            delay = self.config.reconnect_delays[
+                min(failures, len(self.config.reconnect_delays) - 1)
+            ]
+            failures += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        await self._flush()
+        await self._set_link("stopped", "worker stopped")
+        self._db_executor.shutdown(wait=True)
+
+    def _is_sole_worker(self) -> bool:
+        """On SQLite there is only ever one worker: whatever is in flight is orphaned."""
+        return connection.vendor == "sqlite"
+
+    async def _serve(self, session: SMPPSession) -> str:
+        reader = asyncio.ensure_future(session.run())
+        helpers = [
+            asyncio.ensure_future(self._feed(session)),
+            asyncio.ensure_future(self._flush_loop()),
+            asyncio.ensure_future(self._maintain()),
+        ]
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not reader.done():  # a graceful stop: let the window drain, then unbind
+            helpers[0].cancel()
+            for _ in range(int(self.config.session.response_timeout * 10)):
+                if session.in_flight == 0:
+                    break
+                await asyncio.sleep(0.1)
+            await self._flush()
+            await session.unbind()
+            await asyncio.wait([reader], timeout=2)
+        stopping.cancel()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        lost = session.take_in_flight()
+        if lost:  # sent, never answered: the SMSC may have them
+            self._pending.outcomes.extend(
+                SubmitOutcome(
+                    part_id=p.part_id,
+                    outcome=SubmitOutcome.UNKNOWN,
+                    bind_id=session.bind_id,
+                    detail="link lost before the SMSC answered",
+                )
+                for p in lost
+            )
+        await self._flush()
+        return reader.result() if reader.done() and not reader.cancelled() else "stopped"
+
+    # --- submitting ------------------------------------------------------------------------
+
+    async def _feed(self, session: SMPPSession) -> None:
+        """Keep the window full of claimed parts."""
+        layer = get_channel_layer()
+        while True:
+            await session.wait_for_window()
+            parts: list[ClaimedPart] = await self._db(
+                store.claim_parts,
+                self.worker_id,
+                min(session.window_free, self.config.claim_batch),
+                self.config.lease_seconds,
+            )
+            if not parts:
+                await self._wait_for_work(layer)
+                continue
+            for index, part in enumerate(parts):
+                try:
+                    session.submit(part, **submit_fields(part))
+                except LinkError:
+                    # Never left: back to the queue, not a duplicate.
+                    self._pending.outcomes.extend(
+                        SubmitOutcome(part_id=p.part_id, outcome=SubmitOutcome.RETRY)
+                        for p in parts[index:]
+                    )
+                    self._flush_wanted.set()
+                    return
+            await session.drain()
+
+    async def _wait_for_work(self, layer) -> None:
+        """Sleep until the API rings the bell or the poll interval passes."""
+        try:
+            if layer is not None:
+                await asyncio.wait_for(layer.receive(WORKER_CHANNEL), self.config.poll_interval)
+            else:
+                await asyncio.sleep(self.config.poll_interval)
+        except TimeoutError:
+            pass
+
+    def _on_submit_response(
+        self, part: ClaimedPart, status: int | None, message_id: str, sequence: int
+    ) -> None:
+        bind_id = self._session.bind_id if self._session else ""
+        if status is None:
+            outcome = SubmitOutcome(
+                part_id=part.part_id,
+                outcome=SubmitOutcome.UNKNOWN,
+                bind_id=bind_id,
+                sequence=sequence,
+                retry_at=timezone.now(),
+                detail="no submit_sm_resp in time",
+            )
+        elif status == 0:
+            outcome = SubmitOutcome(
+                part_id=part.part_id,
+                outcome=SubmitOutcome.SUBMITTED,
+                command_status=0,
+                smsc_id=message_id.strip().lower(),
+                bind_id=bind_id,
+                sequence=sequence,
+            )
+        else:
+            reaction = reaction_for(status)
+            if reaction == Reaction.FAIL:
+                outcome = SubmitOutcome(
+                    part_id=part.part_id,
+                    outcome=SubmitOutcome.FAILED,
+                    command_status=status,
+                    bind_id=bind_id,
+                    sequence=sequence,
+                    detail=status_name(status),
+                )
+            else:
+                delay = RETRY_DELAYS.get(reaction, 5.0) * min(part.attempts, 6)
+                outcome = SubmitOutcome(
+                    part_id=part.part_id,
+                    outcome=SubmitOutcome.RETRY,
+                    command_status=status,
+                    bind_id=bind_id,
+                    sequence=sequence,
+                    retry_at=timezone.now() + timedelta(seconds=delay),
+                    detail=status_name(status),
+                )
+        self._pending.outcomes.append(outcome)
+        self._flush_wanted.set()
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def _on_deliver(self, pdu: Any, sequence: int) -> None:
+        try:
+            item = read_deliver(pdu)
+        except Exception:
+            logger.exception("could not read deliver_sm %d; asking the SMSC to resend", sequence)
+            if self._session is not None:
+                self._session.respond_deliver(sequence, RECEIVER_RETRY_LATER)
+            return
+        if isinstance(item, ReceiptIn):
+            self._pending.receipts.append((item, sequence))
+        else:
+            self._pending.fragments.append((item, sequence))
+        self._flush_wanted.set()
+
+    # --- writing to the store ------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            await asyncio.sleep(self.config.flush_interval)  # let a batch gather
+            self._flush_wanted.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Write what is pending, then answer the SMSC and ring the bells."""
+        pending, self._pending = self._pending, _Pending()
+        if not pending:
+            return
+        notes = Notifications()
+        session = self._session
+        if pending.outcomes:
+            try:
+                notes.merge(await self._db(store.record_submit_outcomes, pending.outcomes))
+            except Exception:
+                logger.exception(
+                    "could not record %d submit results; will retry", len(pending.outcomes)
+                )
+                self._pending.outcomes[:0] = pending.outcomes
+                await asyncio.sleep(1)
+                self._flush_wanted.set()
+        for items, write in (
+            (pending.receipts, store.store_receipts),
+            (pending.fragments, self._store_fragments),
+        ):
+            if not items:
+                continue
+            try:
+                notes.merge(await self._db(write, [item for item, _ in items]))
+                status = 0
+            except Exception:
+                logger.exception("could not store %d deliver_sm; the SMSC will resend", len(items))
+                status = RECEIVER_RETRY_LATER
+            if session is not None:
+                for _, sequence in items:
+                    session.respond_deliver(sequence, status)
+        await publish(notes)
+
+    def _store_fragments(self, fragments: list[FragmentIn]) -> Notifications:
+        return store.store_fragments(fragments, self.config.default_alphabet)
+
+    async def _maintain(self) -> None:
+        """Expiry, abandoned leases, stale reassemblies and the link heartbeat."""
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval)
+            try:
+                notes = await self._db(store.expire_overdue)
+                notes.merge(
+                    await self._db(
+                        store.assemble_stale_fragments,
+                        self.config.reassembly_timeout,
+                        self.config.default_alphabet,
+                    )
+                )
+                await self._db(store.requeue_abandoned)
+                await self._db(_heartbeat, self.worker_id)
+                await publish(notes)
+            except Exception:
+                logger.exception("maintenance failed; trying again")
+
+    async def _set_link(self, state: str, detail: str) -> None:
+        self.link_state = state
+        try:
+            await self._db(_save_link_status, self.worker_id, state, detail)
+        except Exception:
+            logger.warning("could not record link state %s", state, exc_info=True)
+        layer = get_channel_layer()
+        if layer is not None:
+            try:
+                await layer.group_send(
+                    "link", {"type": "link.state", "state": state, "detail": detail}
+                )
+            except Exception:
+                logger.debug("link bell not rung", exc_info=True)
+
+
+def _save_link_status(worker_id: str, state: str, detail: str) -> None:
+    now = timezone.now()
+    LinkStatus.objects.update_or_create(
+        worker_id=worker_id,
+        defaults={
+            "state": state,
+            "detail": detail[:200],
+            "smsc": settings.SMPP_ADDR or "localhost:2775",
+            "changed_at": now,
+            "heartbeat_at": now,
+        },
+    )
+
+
+def _heartbeat(worker_id: str) -> None:
+    LinkStatus.objects.filter(worker_id=worker_id).update(heartbeat_at=timezone.now())

@@ -1,0 +1,187 @@
+"""Settings for the SMS API service, read from the environment.
+
+Every knob an operator may turn is an environment variable documented in the
+README; nothing secret lives in this file.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("SMSAPI_DATA_DIR", BASE_DIR / "data"))
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return default if value in (None, "") else float(value)
+
+
+DEBUG = env_bool("DEBUG")
+# Without SECRET_KEY a random key is made per process: fine for the demo, but
+# sessions (the admin login) then do not survive a restart or span processes.
+SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "messaging",
+    "smpp_gateway",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "smsapi.urls"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "smsapi.asgi.application"
+
+# --- Database -------------------------------------------------------------
+# DATABASE_URL selects the store; the default is a SQLite file in WAL mode so
+# the HTTP server and the worker can read while the other writes.
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'smsapi.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": (
+            "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=10000;"
+        ),
+        # Writers take the lock at BEGIN, so two writers queue on busy_timeout
+        # instead of failing with "database is locked" on lock upgrade.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
+        "SQLITE_TEST_NAME", str(DATA_DIR / "test.sqlite3")
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer ----------------------------------------------------------
+# The layer only rings a bell: every event is in the database first.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- SMPP -------------------------------------------------------------------
+SMPP_ADDR = os.environ.get("SMPP_ADDR", "")  # empty: `make run` starts the simulator
+SMPP_USER = os.environ.get("SMPP_USER", "smsapi")
+SMPP_PASSWD = os.environ.get("SMPP_PASSWD", "secret")
+SMPP_SYSTEM_TYPE = os.environ.get("SMPP_SYSTEM_TYPE", "")
+SMPP_TLS = env_bool("SMPP_TLS")
+SMPP_TLS_INSECURE = env_bool("SMPP_TLS_INSECURE")  # skip certificate checks (testing only)
+SMPP_TLS_CA = os.environ.get("SMPP_TLS_CA", "")
+SMPP_WINDOW = env_int("SMPP_WINDOW", 100)  # submits in flight
+SMPP_RESPONSE_TIMEOUT = env_float("SMPP_RESPONSE_TIMEOUT", 10.0)
+SMPP_ENQUIRE_LINK_INTERVAL = env_float("SMPP_ENQUIRE_LINK_INTERVAL", 10.0)
+SMPP_LINK_TIMEOUT = env_float("SMPP_LINK_TIMEOUT", 30.0)  # silence after which the link is dead
+SMPP_RECONNECT_DELAYS = [
+    float(d) for d in os.environ.get("SMPP_RECONNECT_DELAYS", "1,2,5,10,20,30").split(",")
+]
+# What data_coding 0 (the SMSC default alphabet) means on this SMSC: "gsm7" or "latin1".
+SMPP_DEFAULT_ALPHABET = os.environ.get("SMPP_DEFAULT_ALPHABET", "gsm7")
+# How long messages are carried: "udh" (8-bit ref), "udh16", "sar" or "payload".
+SMPP_CONCAT = os.environ.get("SMPP_CONCAT", "udh")
+SMPP_QUERY_SM = env_bool("SMPP_QUERY_SM", True)
+
+# --- Sending ----------------------------------------------------------------
+SMS_MAX_PARTS = env_int("SMS_MAX_PARTS", 10)
+SMS_SEND_WAIT = env_float("SMS_SEND_WAIT", 5.0)  # seconds /v1/send waits for the SMSC
+SMS_BATCH_MAX = env_int("SMS_BATCH_MAX", 1000)
+SMS_DEFAULT_REGISTER = os.environ.get("SMS_DEFAULT_REGISTER", "final")
+SMS_INCOMING_REASSEMBLY_TIMEOUT = env_float("SMS_INCOMING_REASSEMBLY_TIMEOUT", 60.0)
+SMSAPI_PREFIX = os.environ.get("SMSAPI_PREFIX", "").strip("/")
+
+HTTP_PORT = env_int("HTTP_PORT", 8080)
+
+# --- HTTP -------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "messaging.api_errors.exception_handler",
+}
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+AUTH_PASSWORD_VALIDATORS = []
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "smpplib": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,162 @@
+"""The message store's batch operations, on SQLite and (with -m store) PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from messaging import store
+from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
+from messaging.outbound import split_for_smsc
+from messaging.states import State
+from messaging.store import NewMessage, ReceiptIn, SubmitOutcome
+from smpp_gateway.receipts import smsc_id_variants
+
+pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
+
+
+def new_message(text="hi", dst="lisa", **kwargs) -> NewMessage:
+    return NewMessage(dst=dst, text=text, split=split_for_smsc(text, "auto"), src="bart", **kwargs)
+
+
+def receipt(smsc_id: str, stat="DELIVRD", state=2) -> ReceiptIn:
+    return ReceiptIn(
+        smsc_id=smsc_id,
+        smsc_id_variants=smsc_id_variants(smsc_id),
+        stat=stat,
+        message_state=state,
+        error_code=0,
+        submitted_date=None,
+        done_date=None,
+        source_addr="lisa",
+        destination_addr="bart",
+        raw_text=f"id:{smsc_id} stat:{stat}",
+        tlvs={},
+    )
+
+
+def submit(message: Message, smsc_ids: list[str]) -> None:
+    claimed = store.claim_parts("w1", 100, 60)
+    by_message = [c for c in claimed if c.message_id == message.pk]
+    store.record_submit_outcomes(
+        SubmitOutcome(part_id=c.part_id, outcome=SubmitOutcome.SUBMITTED, smsc_id=i, command_status=0)
+        for c, i in zip(by_message, smsc_ids, strict=True)
+    )
+
+
+def test_create_stores_parts_and_timeline():
+    (message,) = store.create_messages([new_message("x" * 400)])
+    assert message.parts_count == 3
+    parts = list(MessagePart.objects.filter(message=message).order_by("index"))
+    assert [p.index for p in parts] == [1, 2, 3]
+    assert all(p.state == State.QUEUED and p.esm_class == 0x40 for p in parts)
+    # The concatenation reference is the same in every part's UDH.
+    assert len({bytes(p.short_message)[3] for p in parts}) == 1
+    assert StateTransition.objects.get(message=message).to_state == State.QUEUED
+
+
+def test_long_messages_to_one_handset_get_different_references():
+    first, second = store.create_messages([new_message("x" * 200), new_message("y" * 200)])
+    ref = {m.pk: bytes(m.parts.first().short_message)[3] for m in (first, second)}
+    assert ref[first.pk] != ref[second.pk]
+
+
+def test_claim_takes_each_part_once():
+    store.create_messages([new_message() for _ in range(5)])
+    first = store.claim_parts("w1", 3, 60)
+    second = store.claim_parts("w2", 10, 60)
+    assert len(first) == 3 and len(second) == 2
+    assert not {c.part_id for c in first} & {c.part_id for c in second}
+    assert store.claim_parts("w3", 10, 60) == []
+    assert Message.objects.filter(state=State.SUBMITTING).count() == 5
+
+
+def test_submit_then_receipt_delivers():
+    (message,) = store.create_messages([new_message()])
+    submit(message, ["abc123"])
+    message.refresh_from_db()
+    assert message.state == State.SUBMITTED
+    notes = store.store_receipts([receipt("abc123")])
+    message.refresh_from_db()
+    assert message.state == State.DELIVERED and message.final_at is not None
+    assert notes.last_event_id == Event.objects.order_by("-id").first().pk
+    assert Event.objects.filter(type="receipt", message=message).count() == 1
+    states = list(message.transitions.values_list("to_state", flat=True))
+    assert states == ["queued", "submitting", "submitted", "delivered"]
+
+
+def test_receipt_before_submit_response_is_kept_then_matched():
+    (message,) = store.create_messages([new_message()])
+    claimed = store.claim_parts("w1", 10, 60)
+    store.store_receipts([receipt("77")])
+    r = Receipt.objects.get()
+    assert r.part is None and r.matched_at is None
+    store.record_submit_outcomes(
+        [SubmitOutcome(part_id=claimed[0].part_id, outcome="submitted", smsc_id="77")]
+    )
+    r.refresh_from_db()
+    message.refresh_from_db()
+    assert r.part_id == claimed[0].part_id and r.matched_at is not None
+    assert message.state == State.DELIVERED
+
+
+def test_receipt_for_unknown_id_is_kept():
+    store.store_receipts([receipt("nobody-sent-this")])
+    r = Receipt.objects.get()
+    assert r.smsc_id == "nobody-sent-this" and r.part is None
+
+
+def test_receipt_with_decimal_id_matches_hex_submit_id():
+    (message,) = store.create_messages([new_message()])
+    submit(message, ["3039"])  # hex in submit_sm_resp
+    store.store_receipts([receipt("12345")])  # decimal in the receipt
+    message.refresh_from_db()
+    assert message.state == State.DELIVERED
+
+
+def test_refusal_fails_message_with_status():
+    (message,) = store.create_messages([new_message()])
+    (claimed,) = store.claim_parts("w1", 10, 60)
+    notes = store.record_submit_outcomes(
+        [SubmitOutcome(part_id=claimed.part_id, outcome="failed", command_status=0x0B)]
+    )
+    message.refresh_from_db()
+    assert message.state == State.FAILED and message.command_status == 0x0B
+    assert notes.last_event_id is not None
+
+
+def test_multipart_message_state_comes_from_its_parts():
+    (message,) = store.create_messages([new_message("x" * 300)])
+    submit(message, ["a1", "a2"])
+    store.store_receipts([receipt("a1")])
+    message.refresh_from_db()
+    assert message.state == State.SUBMITTED  # one part still on its way
+    store.store_receipts([receipt("a2", "UNDELIV", 5)])
+    message.refresh_from_db()
+    assert message.state == State.UNDELIVERABLE
+
+
+def test_unknown_outcome_requeues_marked():
+    (message,) = store.create_messages([new_message()])
+    (claimed,) = store.claim_parts("w1", 10, 60)
+    store.record_submit_outcomes([SubmitOutcome(part_id=claimed.part_id, outcome="unknown")])
+    part = MessagePart.objects.get(pk=claimed.part_id)
+    assert part.state == State.QUEUED and part.possibly_duplicated
+    message.refresh_from_db()
+    assert message.possibly_duplicated
+
+
+def test_abandoned_parts_are_requeued():
+    store.create_messages([new_message()])
+    store.claim_parts("dead-worker", 10, -1)  # a lease that has already run out
+    assert store.requeue_abandoned() == 1
+    assert MessagePart.objects.get().state == State.QUEUED
+    assert len(store.claim_parts("w2", 10, 60)) == 1
+
+
+def test_waiters_are_told_when_the_smsc_answered():
+    (message,) = store.create_messages([new_message()], notify_channel="chan!1")
+    (claimed,) = store.claim_parts("w1", 10, 60)
+    notes = store.record_submit_outcomes(
+        [SubmitOutcome(part_id=claimed.part_id, outcome="submitted", smsc_id="9")]
+    )
+    assert notes.waiters == {"chan!1": [message.pk]}
