@@ -67,11 +67,6 @@ def is_gsm7(char: str) -> bool:
     return char in _GSM_ENCODE
 
 
-def gsm7_septets(char: str) -> int:
-    """Septets a GSM 03.38 character takes: 2 for the extension table (ESC + code), else 1."""
-    return len(_GSM_ENCODE[char])
-
-
 def _fits(char: str, encoding: str) -> bool:
     if encoding == "gsm7":
         return is_gsm7(char)

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError, IntegrityError
 from rest_framework.exceptions import ValidationError
@@ -144,26 +144,35 @@ def _new_channel() -> str:
 
 def _wait_for_smsc(message_id: int, channel: str, timeout: float) -> None:
     """Until the worker says the SMSC answered, or ``timeout``; the store decides."""
+    async_to_sync(_wait_async)(message_id, channel, timeout)
+
+
+def _smsc_answered(message_id: int) -> bool:
+    """Every part has had an answer: a state past submitting, or back in the
+    queue after an attempt (a retry later, so the request answers 202 now)."""
+    parts = MessagePart.objects.filter(message_id=message_id).values_list("state", "attempts")
+    return all(
+        state not in (State.QUEUED, State.SUBMITTING) or (state == State.QUEUED and attempts)
+        for state, attempts in parts
+    )
+
+
+async def _wait_async(message_id: int, channel: str, timeout: float) -> None:
+    # One event loop for the whole wait: the layer's receive buffers belong to it.
     deadline = time.monotonic() + timeout
     layer = get_channel_layer()
-
-    async def bell(seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(layer.receive(channel), seconds)
-
-    while True:
-        state = Message.objects.filter(pk=message_id).values_list("state", flat=True).first()
-        answered = state not in (State.QUEUED, State.SUBMITTING) or (
-            state == State.QUEUED
-            and MessagePart.objects.filter(message_id=message_id, attempts__gt=0).exists()
-        )
+    answered = sync_to_async(_smsc_answered)  # on the request thread, its connection
+    while not await answered(message_id):
         left = deadline - time.monotonic()
-        if answered or left <= 0:
+        if left <= 0:
             return
-        if layer is not None and channel:
-            async_to_sync(bell)(min(left, POLL_INTERVAL * 4))
-        else:
-            time.sleep(min(left, POLL_INTERVAL))
+        try:
+            if layer is not None and channel:
+                await asyncio.wait_for(layer.receive(channel), min(left, POLL_INTERVAL * 4))
+            else:
+                await asyncio.sleep(min(left, POLL_INTERVAL))
+        except asyncio.TimeoutError:
+            pass
 
 
 # --- query -------------------------------------------------------------------------------

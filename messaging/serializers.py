@@ -87,7 +87,7 @@ class SendSerializer(serializers.Serializer):
     schedule = serializers.CharField(required=False, allow_blank=True)
     reference = serializers.CharField(required=False, allow_blank=True, max_length=128)
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
-    wait = serializers.CharField(required=False, allow_blank=True)
+    wait = serializers.CharField(required=False, allow_blank=True, default="")
     dry_run = serializers.CharField(required=False, allow_blank=True)
 
     def validate_enc(self, value: str) -> str:

@@ -728,7 +728,8 @@ def _assemble(rows: list[IncomingFragment], changes: StoreChanges, default_alpha
     incoming = IncomingMessage.objects.create(
         src=first.src,
         dst=first.dst,
-        text=assembled.text or "",
+        # PostgreSQL text cannot hold NUL; an SMS with one is garbled anyway.
+        text=(assembled.text or "").replace("\x00", "\ufffd"),
         binary_hex=assembled.binary_hex or "",
         data_coding=first.data_coding,
         parts_expected=assembled.parts_expected,

@@ -1,10 +1,16 @@
 from django.urls import path
 
 from . import views
+from .dashboard import dashboard
+from .sse import sse_view
+from .status_view import status_view
 
 urlpatterns = [
     path("v1/send", views.SendView.as_view(), name="send"),
     path("v1/query", views.QueryView.as_view(), name="query"),
     path("v1/messages", views.MessageListView.as_view(), name="messages"),
     path("v1/messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
+    path("v1/sse", sse_view, name="sse"),
+    path("v1/status", status_view, name="status"),
+    path("", dashboard, name="dashboard"),
 ]

@@ -55,10 +55,7 @@ class WorkerConfig:
     maintenance_interval: float = 1.0
     default_alphabet: str = "gsm7"
     reassembly_timeout: float = 60.0
-
-    @property
-    def lease_seconds(self) -> float:
-        return self.session.response_timeout * 3 + 30
+    lease_seconds: float = 60.0
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> WorkerConfig:
@@ -82,6 +79,7 @@ class WorkerConfig:
             "reconnect_delays": tuple(settings.SMPP_RECONNECT_DELAYS),
             "default_alphabet": settings.SMPP_DEFAULT_ALPHABET,
             "reassembly_timeout": settings.SMS_INCOMING_REASSEMBLY_TIMEOUT,
+            "lease_seconds": max(settings.SMPP_LEASE_SECONDS, settings.SMPP_RESPONSE_TIMEOUT * 2),
         }
         values.update(overrides)
         return cls(**values)

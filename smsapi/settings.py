@@ -128,6 +128,9 @@ SMPP_WINDOW = env_int("SMPP_WINDOW", 100)  # submits in flight
 SMPP_RESPONSE_TIMEOUT = env_float("SMPP_RESPONSE_TIMEOUT", 10.0)
 SMPP_ENQUIRE_LINK_INTERVAL = env_float("SMPP_ENQUIRE_LINK_INTERVAL", 10.0)
 SMPP_LINK_TIMEOUT = env_float("SMPP_LINK_TIMEOUT", 30.0)  # silence after which the link is dead
+# How long a claimed part belongs to its worker; past it, another worker takes it up
+# (marked possibly duplicated). Must exceed SMPP_RESPONSE_TIMEOUT by a good margin.
+SMPP_LEASE_SECONDS = env_float("SMPP_LEASE_SECONDS", 3 * SMPP_RESPONSE_TIMEOUT + 30)
 SMPP_RECONNECT_DELAYS = [
     float(d) for d in os.environ.get("SMPP_RECONNECT_DELAYS", "1,2,5,10,20,30").split(",")
 ]

@@ -33,6 +33,11 @@ STATE_BY_STAT: dict[str, int] = {
 }
 
 
+def setting(default: Any, help_text: str) -> Any:
+    """A config field whose help text the command line shows."""
+    return field(default=default, metadata={"help": help_text})
+
+
 def clock_message_id() -> int:
     """A first message id that grows with the clock.
 
@@ -48,50 +53,73 @@ class SimulatorConfig:
     """Everything the simulator can be told; defaults behave like a fast, healthy SMSC."""
 
     # Listening sockets.
-    host: str = "127.0.0.1"
-    port: int = 2775  # 0 -> an ephemeral port, read it from SMSCSimulator.port
-    control_port: int | None = None  # HTTP/JSON control interface; None = off, 0 = ephemeral
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(2775, "SMPP port; 0 = an ephemeral port (printed, and in .port)")
+    control_port: int | None = setting(
+        None, "HTTP/JSON control port (see simulator.control); 0 = ephemeral; off if not given"
+    )
 
     # Accounts and binds.
-    system_id: str = "smsapi"
-    password: str = "secret"
-    smsc_system_id: str = "SMSCSIM"  # our name in bind_resp
-    max_binds_per_user: int = 0  # 0 = unlimited; beyond it bind_resp ESME_RALYBND
-    enquire_link_interval: float = 0.0  # > 0: we send enquire_link every N s when idle
+    system_id: str = setting("smsapi", "the system_id clients must bind with")
+    password: str = setting("secret", "the password clients must bind with")
+    smsc_system_id: str = setting("SMSCSIM", "our own name, sent in bind_resp")
+    max_binds_per_user: int = setting(
+        0, "binds allowed at once per system_id, beyond: ESME_RALYBND; 0 = unlimited"
+    )
+    enquire_link_interval: float = setting(
+        0.0, "send enquire_link every N s (link dropped after 3 unanswered); 0 = never"
+    )
 
     # Message ids.
-    first_message_id: int = field(default_factory=clock_message_id)
-    hex_ids: bool = False  # submit_sm_resp in hex, receipt text "id:" in decimal
+    first_message_id: int = field(
+        default_factory=clock_message_id,
+        metadata={"help": "first message id (default: from the clock, unique across runs)"},
+    )
+    hex_ids: bool = setting(
+        False, "ids in hex in submit_sm_resp, in decimal in the receipt text (SMSC quirk)"
+    )
 
     # Outcome by destination (see the package docstring).
-    reject_dst_prefix: str = "999"  # -> submit_sm_resp ESME_RINVDSTADR
-    undeliv_dst_prefix: str = "998"  # -> receipt UNDELIV
-    expire_dst_prefix: str = "997"  # -> receipt EXPIRED
-    receipt_stat: str = ""  # non-empty: every receipt gets this stat (e.g. UNDELIV)
+    reject_dst_prefix: str = setting("999", "destinations refused with ESME_RINVDSTADR")
+    undeliv_dst_prefix: str = setting("998", "destinations whose receipt says UNDELIV")
+    expire_dst_prefix: str = setting("997", "destinations whose receipt says EXPIRED")
+    receipt_stat: str = setting("", "stat of every receipt (e.g. UNDELIV), whatever the dst")
 
     # Receipts and other deliver_sm (MO) to the client.
-    receipt_delay: float = 0.2  # seconds from submit_sm_resp to the receipt
-    receipt_tlvs: bool = True  # receipted_message_id, message_state, network_error_code
-    receipt_text: bool = True  # Appendix B text in short_message
-    deliver_timeout: float = 10.0  # no deliver_sm_resp within this -> send again
-    redeliver_delay: float = 1.0  # wait before resending after an error or timeout
-    deliver_window: int = 100  # unanswered deliver_sm per session; 0 = unlimited
+    receipt_delay: float = setting(0.2, "seconds from submit_sm_resp to the receipt")
+    receipt_tlvs: bool = setting(
+        True, "receipts carry receipted_message_id, message_state, network_error_code"
+    )
+    receipt_text: bool = setting(True, "receipts carry the Appendix B text in short_message")
+    deliver_timeout: float = setting(
+        10.0, "seconds to wait for deliver_sm_resp before sending the deliver_sm again"
+    )
+    redeliver_delay: float = setting(
+        1.0, "seconds before resending a refused or unanswered deliver_sm"
+    )
+    deliver_window: int = setting(100, "unanswered deliver_sm per session; 0 = unlimited")
 
     # Fault injection.
-    error_rate: float = 0.0  # share of submits answered with error_status
-    error_status: int = ESME_RTHROTTLED  # 0x58, 0x14 or 0x08 usually
-    max_rate: float = 0.0  # submits/s per session (token bucket); beyond -> 0x58
-    max_window: int = 0  # unanswered submits per session; beyond -> 0x58
-    response_delay: float = 0.0  # seconds before each submit_sm_resp
-    drop_response_rate: float = 0.0  # share of accepted submits never answered
-    disconnect_every_pdus: int = 0  # abort the connection after N PDUs per session
-    disconnect_every_seconds: float = 0.0  # abort each session N s after its bind
-    receipt_before_response: bool = False  # receipt deliver_sm goes out before the resp
-    malformed_rate: float = 0.0  # share of submits followed by a PDU of unknown command_id
+    error_rate: float = setting(0.0, "share (0-1) of submits answered with --error-status")
+    error_status: int = setting(
+        ESME_RTHROTTLED, "status for --error-rate: 0x58 (throttled), 0x14 (queue full), 0x08"
+    )
+    max_rate: float = setting(0.0, "submits/s per session (token bucket), beyond: 0x58; 0 = off")
+    max_window: int = setting(0, "unanswered submits per session, beyond: 0x58; 0 = off")
+    response_delay: float = setting(0.0, "seconds before each submit_sm_resp")
+    drop_response_rate: float = setting(
+        0.0, "share of accepted submits never answered (receipt still sent)"
+    )
+    disconnect_every_pdus: int = setting(0, "drop the connection after N PDUs of a session")
+    disconnect_every_seconds: float = setting(0.0, "drop each connection N s after its bind")
+    receipt_before_response: bool = setting(False, "send the receipt before the submit_sm_resp")
+    malformed_rate: float = setting(
+        0.0, "share of submits whose resp is preceded by a PDU of unknown command_id 0xFF"
+    )
 
     # Housekeeping.
-    record_limit: int = 1_000_000  # submits kept in memory for tests (oldest dropped)
-    seed: int | None = None  # random seed, for reproducible faults
+    record_limit: int = setting(1_000_000, "accepted submits kept in memory (oldest dropped)")
+    seed: int | None = setting(None, "random seed, for reproducible faults")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -179,7 +207,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(SimulatorConfig):
         flags = _FLAG_NAMES.get(f.name, ("--" + f.name.replace("_", "-"),))
         kind = _FIELD_TYPES[f.name]
-        help_text = f"(default: {f.default!r})" if f.default is not dataclasses.MISSING else ""
+        help_text = f.metadata.get("help", "")
+        if f.default not in (dataclasses.MISSING, None, ""):
+            shown = hex(f.default) if f.name == "error_status" else repr(f.default)
+            help_text += f" (default: {shown})"
         if kind is bool:
             parser.add_argument(
                 *flags,

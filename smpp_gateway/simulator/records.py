@@ -48,7 +48,8 @@ class SubmitRecord:
     def as_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["short_message"] = self.short_message.hex()
-        data["message_payload"] = None if self.message_payload is None else self.message_payload.hex()
+        payload = self.message_payload
+        data["message_payload"] = None if payload is None else payload.hex()
         del data["dup_key"]
         return data
 

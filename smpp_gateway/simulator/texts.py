@@ -7,6 +7,7 @@ the gateway is tested against, so it must not share the gateway's bugs).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -117,6 +118,7 @@ def user_text(short_message: bytes, esm_class: int, data_coding: int) -> str:
     """The message text of a submitted part, without its UDH, for the receipt's ``text:``."""
     if esm_class & ESM_UDHI and short_message:
         short_message = short_message[1 + short_message[0] :]
+    short_message = short_message[:80]  # enough for 20 characters in any alphabet
     if data_coding == 0x08:
         return short_message.decode("utf-16-be", errors="replace")
     if data_coding == 0x00:
@@ -126,7 +128,13 @@ def user_text(short_message: bytes, esm_class: int, data_coding: int) -> str:
 
 def smpp_date(moment: float) -> str:
     """YYMMDDhhmm in UTC, the date form of the receipt text (Appendix B)."""
-    return datetime.fromtimestamp(moment, UTC).strftime("%y%m%d%H%M")
+    return _minute_date(int(moment // 60))
+
+
+@functools.lru_cache(maxsize=4)
+def _minute_date(minute: int) -> str:
+    # Thousands of receipts a second share a handful of minutes: format each once.
+    return datetime.fromtimestamp(minute * 60, UTC).strftime("%y%m%d%H%M")
 
 
 def smpp_absolute_time(moment: float) -> str:

@@ -1,0 +1,188 @@
+"""GET /v1/sse: the event log as Server-Sent Events, readable by a browser's EventSource.
+
+A Django async view streaming from an async generator (Django cancels it when
+the client goes away). Channels' AsyncHttpConsumer is not used: it does not
+receive group messages while it streams (upstream #1302, #1747).
+
+The stream replays from ``Last-Event-ID`` (what EventSource sends when it
+reconnects) or ``?since=<event id>``, then goes on live. Every event comes from
+the store in id order (``EventCursor``); the channel layer's bell only says
+when to look, and the store is looked at every ``EVENTS_POLL_INTERVAL``
+seconds anyway, because a bell can be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from channels.db import database_sync_to_async
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET
+
+from .events import (
+    EventCursor,
+    EventFilter,
+    InvalidParameter,
+    format_sse,
+    format_sse_named,
+    parse_filter,
+    parse_start,
+)
+from .notify import EVENTS_GROUP
+
+logger = logging.getLogger(__name__)
+
+LINK_GROUP = "link"  # the worker tells it when its SMPP bind changes
+RETRY_MS = 3000  # how long a browser waits before reconnecting
+# Group membership expires in the channel layer (a day by default): renew it.
+GROUP_RENEW_SECONDS = 600
+
+
+def poll_interval() -> float:
+    return float(getattr(settings, "EVENTS_POLL_INTERVAL", 1.0))
+
+
+def keepalive_interval() -> float:
+    return float(getattr(settings, "SSE_KEEPALIVE", 15.0))
+
+
+class Doorbell:
+    """Listens on a channel of its own and remembers that a bell rang.
+
+    One task receives from the layer for the whole stream, so no receive is
+    ever cancelled half-way; the stream waits on an asyncio.Event instead.
+    Link state messages (when asked for) are queued for the stream to send.
+    """
+
+    def __init__(self, layer: BaseChannelLayer | None, groups: tuple[str, ...]) -> None:
+        self.layer = layer
+        self.groups = groups
+        self.channel = ""
+        self.rang = asyncio.Event()
+        self.link_states: asyncio.Queue[dict] = asyncio.Queue(maxsize=100)
+        self._task: asyncio.Task | None = None
+        self._joined_at = 0.0
+
+    async def start(self) -> None:
+        if self.layer is None:
+            return
+        try:
+            self.channel = await self.layer.new_channel()
+            await self._join()
+        except Exception:  # a broken layer only slows us down to the poll interval
+            logger.warning("event stream runs without bells", exc_info=True)
+            self.channel = ""
+            return
+        self._task = asyncio.create_task(self._listen())
+
+    async def _join(self) -> None:
+        for group in self.groups:
+            await self.layer.group_add(group, self.channel)
+        self._joined_at = asyncio.get_running_loop().time()
+
+    async def renew(self) -> None:
+        """Join the groups again before the layer forgets us."""
+        if self.channel and asyncio.get_running_loop().time() - self._joined_at > (
+            GROUP_RENEW_SECONDS
+        ):
+            with contextlib.suppress(Exception):
+                await self._join()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.debug("doorbell receive failed", exc_info=True)
+                await asyncio.sleep(poll_interval())
+                continue
+            if message.get("type") == "link.state":
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.link_states.put_nowait(message)
+            self.rang.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until a bell rings or ``timeout`` seconds pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.rang.wait(), timeout)
+        self.rang.clear()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.channel:
+            for group in self.groups:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group, self.channel)
+
+
+async def event_stream(
+    start: int | None, event_filter: EventFilter, with_link: bool = False
+) -> AsyncIterator[str]:
+    """The SSE text of one client's stream, until the client goes away."""
+    groups = (EVENTS_GROUP, LINK_GROUP) if with_link else (EVENTS_GROUP,)
+    bell = Doorbell(get_channel_layer(), groups)
+    # Listen before the first read, so nothing can ring unheard in between.
+    await bell.start()
+    loop = asyncio.get_running_loop()
+    try:
+        cursor = EventCursor(start, event_filter)
+        await database_sync_to_async(cursor.begin, thread_sensitive=False)()
+        read = database_sync_to_async(cursor.read, thread_sensitive=False)
+        yield f"retry: {RETRY_MS}\n\n"
+        last_write = loop.time()
+        while True:
+            events = await read()
+            if events:
+                yield "".join(format_sse(event) for event in events)
+                last_write = loop.time()
+                continue  # there may be more right behind
+            while not bell.link_states.empty():
+                message = bell.link_states.get_nowait()
+                yield format_sse_named(
+                    "link",
+                    {key: message.get(key) for key in ("worker_id", "state", "detail")},
+                )
+                last_write = loop.time()
+            quiet = loop.time() - last_write
+            if quiet >= keepalive_interval():
+                yield ": keep-alive\n\n"
+                last_write = loop.time()
+                quiet = 0.0
+            await bell.wait(min(poll_interval(), keepalive_interval() - quiet))
+            await bell.renew()
+    finally:
+        # Reached on disconnect (Django cancels the response and closes us).
+        await asyncio.shield(bell.stop())
+
+
+@require_GET
+async def sse_view(request: HttpRequest) -> HttpResponse:
+    """GET /v1/sse[?since=<event id>][&type=receipt,mo,status][&id=<message id>][&link=1]"""
+    try:
+        event_filter = parse_filter(request.GET.get("type"), request.GET.get("id"))
+        since = parse_start(request.GET.get("since"), "since")
+    except InvalidParameter as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    try:  # what the browser sends on reconnect wins over the URL it reconnects to
+        start = parse_start(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    except InvalidParameter:
+        start = None
+    if start is None:
+        start = since
+    with_link = request.GET.get("link", "") in {"1", "true", "yes"}
+    response = StreamingHttpResponse(
+        event_stream(start, event_filter, with_link), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response

@@ -1,0 +1,196 @@
+"""The PDUs the simulator handles most, read and built with ``struct`` instead of smpplib.
+
+smpplib makes an object with ~50 attributes for every PDU: about 20
+microseconds to decode a submit_sm and 30 to encode a deliver_sm, which made
+the simulator, not the gateway, the bottleneck of the benchmark (measured:
+80 us of simulator CPU per message with receipts, 17 us with these). The code
+here covers only the fields the simulator reads or sets, and the tests check
+it against ``smpp_gateway.pdu`` (same bytes as ``encode_pdu``, same fields as
+``decode_pdu``): smpplib stays the reference codec. A submit_sm this parser
+finds odd goes to ``decode_pdu``; rarer PDUs (binds, query_sm) always do.
+"""
+
+from __future__ import annotations
+
+import struct
+
+HEADER = struct.Struct(">LLLL")
+SUBMIT_SM_RESP = 0x80000004
+DELIVER_SM = 0x00000005
+
+TLV_SAR_MSG_REF_NUM = 0x020C
+TLV_SAR_TOTAL_SEGMENTS = 0x020E
+TLV_SAR_SEGMENT_SEQNUM = 0x020F
+TLV_MESSAGE_PAYLOAD = 0x0424
+TLV_NETWORK_ERROR_CODE = 0x0423
+TLV_MESSAGE_STATE = 0x0427
+TLV_RECEIPTED_MESSAGE_ID = 0x001E
+
+ADDRESS_MAX = 20  # octets of source_addr / destination_addr before the NUL
+MESSAGE_ID_MAX = 64
+SHORT_MESSAGE_MAX = 254
+
+
+def header_only(command_id: int, status: int, sequence: int) -> bytes:
+    """A PDU without body: generic_nack, enquire_link(_resp), unbind(_resp), error responses."""
+    return HEADER.pack(16, command_id, status, sequence)
+
+
+def submit_sm_resp(sequence: int, message_id: bytes) -> bytes:
+    """A successful submit_sm_resp (an error response is ``header_only``, SMPP 3.4 4.4.2)."""
+    return HEADER.pack(17 + len(message_id), SUBMIT_SM_RESP, 0, sequence) + message_id + b"\0"
+
+
+def _c_string(value: str, limit: int, name: str) -> bytes:
+    data = value.encode("ascii")
+    if len(data) > limit:  # smpplib would cut it silently; we never send a cut address
+        raise ValueError(f"{name} longer than {limit} octets: {value!r}")
+    return data + b"\0"
+
+
+def deliver_sm(
+    sequence: int,
+    *,
+    source_addr: str,
+    destination_addr: str,
+    source_addr_ton: int = 0,
+    source_addr_npi: int = 0,
+    dest_addr_ton: int = 0,
+    dest_addr_npi: int = 0,
+    esm_class: int = 0,
+    data_coding: int = 0,
+    short_message: bytes = b"",
+    message_payload: bytes | None = None,
+    sar_msg_ref_num: int | None = None,
+    sar_total_segments: int | None = None,
+    sar_segment_seqnum: int | None = None,
+    network_error_code: bytes | None = None,
+    message_state: int | None = None,
+    receipted_message_id: str | None = None,
+) -> bytes:
+    """A deliver_sm; TLVs in smpplib's order so the bytes match ``encode_pdu``."""
+    if len(short_message) > SHORT_MESSAGE_MAX:
+        raise ValueError("short_message longer than 254 octets: use message_payload")
+    if short_message and message_payload:
+        raise ValueError("short_message and message_payload exclude each other")
+    body = b"".join(
+        (
+            b"\0",  # service_type
+            bytes((source_addr_ton, source_addr_npi)),
+            _c_string(source_addr, ADDRESS_MAX, "source_addr"),
+            bytes((dest_addr_ton, dest_addr_npi)),
+            _c_string(destination_addr, ADDRESS_MAX, "destination_addr"),
+            # esm_class, protocol_id, priority_flag, schedule_delivery_time, validity_period,
+            # registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id
+            bytes((esm_class, 0, 0, 0, 0, 0, 0, data_coding, 0, len(short_message))),
+            short_message,
+        )
+    )
+    tlvs = []
+    if sar_msg_ref_num is not None:
+        tlvs.append(struct.pack(">HHH", TLV_SAR_MSG_REF_NUM, 2, sar_msg_ref_num))
+    if sar_total_segments is not None:
+        tlvs.append(struct.pack(">HHB", TLV_SAR_TOTAL_SEGMENTS, 1, sar_total_segments))
+    if sar_segment_seqnum is not None:
+        tlvs.append(struct.pack(">HHB", TLV_SAR_SEGMENT_SEQNUM, 1, sar_segment_seqnum))
+    if message_payload:
+        tlvs.append(struct.pack(">HH", TLV_MESSAGE_PAYLOAD, len(message_payload)))
+        tlvs.append(message_payload)
+    if network_error_code:
+        tlvs.append(struct.pack(">HH", TLV_NETWORK_ERROR_CODE, len(network_error_code)))
+        tlvs.append(network_error_code)
+    if message_state is not None:
+        tlvs.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
+    if receipted_message_id:
+        value = _c_string(receipted_message_id, MESSAGE_ID_MAX, "receipted_message_id")
+        tlvs.append(struct.pack(">HH", TLV_RECEIPTED_MESSAGE_ID, len(value)) + value)
+    body += b"".join(tlvs)
+    return HEADER.pack(16 + len(body), DELIVER_SM, 0, sequence) + body
+
+
+class SubmitFields:
+    """The submit_sm fields the simulator reads, named as smpplib names them."""
+
+    __slots__ = (
+        "service_type",
+        "source_addr_ton",
+        "source_addr_npi",
+        "source_addr",
+        "dest_addr_ton",
+        "dest_addr_npi",
+        "destination_addr",
+        "esm_class",
+        "protocol_id",
+        "priority_flag",
+        "schedule_delivery_time",
+        "validity_period",
+        "registered_delivery",
+        "replace_if_present_flag",
+        "data_coding",
+        "sm_default_msg_id",
+        "short_message",
+        "message_payload",
+        "sar_msg_ref_num",
+        "sar_total_segments",
+        "sar_segment_seqnum",
+    )
+
+
+def _c_string_at(data: bytes, pos: int) -> tuple[bytes, int]:
+    end = data.index(0, pos)  # ValueError when the NUL is missing
+    return data[pos:end], end + 1
+
+
+def parse_submit_sm(pdu: bytes) -> SubmitFields:
+    """Read a whole submit_sm PDU (header included) about ten times faster than smpplib.
+
+    Raises ``ValueError`` or ``IndexError`` on anything unusual (a missing NUL,
+    a truncated body, a TLV running past the end); the caller then falls back
+    to ``decode_pdu``, so odd PDUs get exactly smpplib's treatment. Unknown
+    TLVs are skipped, as ``decode_pdu`` does.
+    """
+    fields = SubmitFields()
+    fields.service_type, pos = _c_string_at(pdu, 16)
+    fields.source_addr_ton = pdu[pos]
+    fields.source_addr_npi = pdu[pos + 1]
+    fields.source_addr, pos = _c_string_at(pdu, pos + 2)
+    fields.dest_addr_ton = pdu[pos]
+    fields.dest_addr_npi = pdu[pos + 1]
+    fields.destination_addr, pos = _c_string_at(pdu, pos + 2)
+    fields.esm_class = pdu[pos]
+    fields.protocol_id = pdu[pos + 1]
+    fields.priority_flag = pdu[pos + 2]
+    fields.schedule_delivery_time, pos = _c_string_at(pdu, pos + 3)
+    fields.validity_period, pos = _c_string_at(pdu, pos)
+    (
+        fields.registered_delivery,
+        fields.replace_if_present_flag,
+        fields.data_coding,
+        fields.sm_default_msg_id,
+        sm_length,
+    ) = pdu[pos : pos + 5]
+    pos += 5
+    end = pos + sm_length
+    if end > len(pdu):
+        raise ValueError("short_message runs past the end of the PDU")
+    fields.short_message = pdu[pos:end]
+    fields.message_payload = None
+    fields.sar_msg_ref_num = fields.sar_total_segments = fields.sar_segment_seqnum = None
+    pos = end
+    size = len(pdu)
+    while pos < size:
+        tag, length = struct.unpack_from(">HH", pdu, pos)
+        pos += 4
+        value_end = pos + length
+        if value_end > size:
+            raise ValueError(f"TLV 0x{tag:04x} runs past the end of the PDU")
+        if tag == TLV_SAR_MSG_REF_NUM:
+            fields.sar_msg_ref_num = int.from_bytes(pdu[pos:value_end], "big")
+        elif tag == TLV_SAR_TOTAL_SEGMENTS:
+            fields.sar_total_segments = int.from_bytes(pdu[pos:value_end], "big")
+        elif tag == TLV_SAR_SEGMENT_SEQNUM:
+            fields.sar_segment_seqnum = int.from_bytes(pdu[pos:value_end], "big")
+        elif tag == TLV_MESSAGE_PAYLOAD:
+            fields.message_payload = pdu[pos:value_end]
+        pos = value_end
+    return fields
