@@ -7,7 +7,6 @@ JSON body. The views and the WebSocket consumer only translate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -171,7 +170,7 @@ async def _wait_async(message_id: int, channel: str, timeout: float) -> None:
                 await asyncio.wait_for(layer.receive(channel), min(left, POLL_INTERVAL * 4))
             else:
                 await asyncio.sleep(min(left, POLL_INTERVAL))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

@@ -359,8 +359,14 @@ def _claimed(part: MessagePart) -> ClaimedPart:
     )
 
 
-def record_submit_outcomes(outcomes: Iterable[SubmitOutcome]) -> Notifications:
-    """Write what the SMSC answered (or did not) for a batch of submits."""
+def record_submit_outcomes(
+    outcomes: Iterable[SubmitOutcome], max_attempts: int = 10
+) -> Notifications:
+    """Write what the SMSC answered (or did not) for a batch of submits.
+
+    A part that would be tried again fails after ``max_attempts`` and expires
+    when the next try would come after its message's validity.
+    """
     outcomes = list(outcomes)
     if not outcomes:
         return Notifications()
@@ -368,9 +374,9 @@ def record_submit_outcomes(outcomes: Iterable[SubmitOutcome]) -> Notifications:
         changes = StoreChanges()
         parts = {
             p.pk: p
-            for p in MessagePart.objects.select_for_update().filter(
-                id__in=[o.part_id for o in outcomes]
-            )
+            for p in MessagePart.objects.select_for_update(of=("self",))
+            .select_related("message")
+            .filter(id__in=[o.part_id for o in outcomes])
         }
         touched: set[int] = set()
         updated: list[MessagePart] = []
@@ -393,13 +399,21 @@ def record_submit_outcomes(outcomes: Iterable[SubmitOutcome]) -> Notifications:
             elif outcome.outcome == SubmitOutcome.FAILED:
                 part.state = State.FAILED
                 part.final_at = changes.now
-            elif outcome.outcome == SubmitOutcome.RETRY:
-                part.state = State.QUEUED
-                part.next_attempt_at = outcome.retry_at or changes.now
-            else:  # UNKNOWN: it may have reached the SMSC; send again and say so
-                part.state = State.QUEUED
-                part.possibly_duplicated = True
-                part.next_attempt_at = outcome.retry_at or changes.now
+            else:
+                retry_at = outcome.retry_at or changes.now
+                validity = part.message.validity_until
+                if outcome.outcome == SubmitOutcome.UNKNOWN:
+                    # It may have reached the SMSC: send again, and say so.
+                    part.possibly_duplicated = True
+                if validity is not None and retry_at > validity:
+                    part.state = State.EXPIRED
+                    part.final_at = changes.now
+                elif part.attempts >= max_attempts:
+                    part.state = State.FAILED
+                    part.final_at = changes.now
+                else:
+                    part.state = State.QUEUED
+                    part.next_attempt_at = retry_at
             updated.append(part)
             touched.add(part.message_id)
         if updated:

@@ -141,6 +141,11 @@ class SMPPSession:
             await asyncio.wait_for(self._request("unbind"), timeout)
         self._abort()
 
+    def close(self, reason: str) -> None:
+        """Drop the link now (the owner reconnects); unanswered submits are lost."""
+        self.close_reason = reason
+        self._abort()
+
     def _abort(self) -> None:
         if self._writer is not None:
             self._writer.close()

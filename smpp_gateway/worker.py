@@ -29,8 +29,9 @@ from messaging.models import LinkStatus
 from messaging.notify import WORKER_CHANNEL, publish
 from messaging.store import ClaimedPart, FragmentIn, Notifications, ReceiptIn, SubmitOutcome
 
-from .command_status import Reaction, reaction_for, status_name
+from .command_status import BIND_REFUSED, Reaction, reaction_for, status_name
 from .deliver import read_deliver
+from .flow import AdaptiveRate
 from .session import BindRefused, LinkError, SessionConfig, SMPPSession
 from .submit_fields import submit_fields
 
@@ -56,6 +57,8 @@ class WorkerConfig:
     default_alphabet: str = "gsm7"
     reassembly_timeout: float = 60.0
     lease_seconds: float = 60.0
+    max_rate: float | None = None
+    max_attempts: int = 10
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> WorkerConfig:
@@ -80,6 +83,8 @@ class WorkerConfig:
             "default_alphabet": settings.SMPP_DEFAULT_ALPHABET,
             "reassembly_timeout": settings.SMS_INCOMING_REASSEMBLY_TIMEOUT,
             "lease_seconds": max(settings.SMPP_LEASE_SECONDS, settings.SMPP_RESPONSE_TIMEOUT * 2),
+            "max_rate": settings.SMPP_MAX_RATE or None,
+            "max_attempts": settings.SMPP_MAX_ATTEMPTS,
         }
         values.update(overrides)
         return cls(**values)
@@ -107,6 +112,9 @@ class SMPPWorker:
         self._stopping = asyncio.Event()
         self._session: SMPPSession | None = None
         self.link_state = "disconnected"
+        self.rate = AdaptiveRate(config.max_rate)
+        self._sent = 0  # submits since the last rate sample
+        self._observed_rate = 0.0
 
     # --- the database thread -----------------------------------------------------------
 
@@ -142,7 +150,12 @@ class SMPPWorker:
                 await session.open()
             except BindRefused as exc:
                 await self._set_link("disconnected", str(exc))
-                logger.error("SMPP bind failed: %s", exc)
+                if exc.status in BIND_REFUSED:
+                    # Wrong credentials do not fix themselves: say so loudly, retry slowly.
+                    logger.error("SMPP %s: check SMPP_USER / SMPP_PASSWD", exc)
+                    failures = len(self.config.reconnect_delays) - 1
+                else:  # e.g. ESME_RALYBND: the SMSC still holds our old session
+                    logger.warning("SMPP %s", exc)
             except LinkError as exc:
                 await self._set_link("disconnected", str(exc))
                 logger.warning("SMPP connection failed: %s", exc)
@@ -212,16 +225,19 @@ class SMPPWorker:
     # --- submitting ------------------------------------------------------------------------
 
     async def _feed(self, session: SMPPSession) -> None:
-        """Keep the window full of claimed parts."""
+        """Keep the window full of claimed parts, within the send rate."""
         layer = get_channel_layer()
+        bucket = self.rate.bucket
         while True:
             await session.wait_for_window()
+            allowed = bucket.take(min(session.window_free, self.config.claim_batch))
+            if allowed == 0:
+                await asyncio.sleep(max(0.001, bucket.wait_time()))
+                continue
             parts: list[ClaimedPart] = await self._db(
-                store.claim_parts,
-                self.worker_id,
-                min(session.window_free, self.config.claim_batch),
-                self.config.lease_seconds,
+                store.claim_parts, self.worker_id, allowed, self.config.lease_seconds
             )
+            bucket.give_back(allowed - len(parts))
             if not parts:
                 await self._wait_for_work(layer)
                 continue
@@ -236,6 +252,7 @@ class SMPPWorker:
                     )
                     self._flush_wanted.set()
                     return
+            self._sent += len(parts)
             await session.drain()
 
     async def _wait_for_work(self, layer) -> None:
@@ -282,6 +299,10 @@ class SMPPWorker:
                     detail=status_name(status),
                 )
             else:
+                if reaction == Reaction.RETRY_THROTTLED:
+                    self.rate.throttled(self._observed_rate)
+                elif reaction == Reaction.REBIND and self._session is not None:
+                    self._session.close("the SMSC says we are not bound: binding again")
                 delay = RETRY_DELAYS.get(reaction, 5.0) * min(part.attempts, 6)
                 outcome = SubmitOutcome(
                     part_id=part.part_id,
@@ -329,7 +350,11 @@ class SMPPWorker:
         session = self._session
         if pending.outcomes:
             try:
-                notes.merge(await self._db(store.record_submit_outcomes, pending.outcomes))
+                notes.merge(
+                    await self._db(
+                        store.record_submit_outcomes, pending.outcomes, self.config.max_attempts
+                    )
+                )
             except Exception:
                 logger.exception(
                     "could not record %d submit results; will retry", len(pending.outcomes)
@@ -359,8 +384,14 @@ class SMPPWorker:
 
     async def _maintain(self) -> None:
         """Expiry, abandoned leases, stale reassemblies and the link heartbeat."""
+        loop = asyncio.get_running_loop()
+        sampled_at = loop.time()
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
+            now = loop.time()
+            self._observed_rate, self._sent = self._sent / max(now - sampled_at, 1e-3), 0
+            sampled_at = now
+            self.rate.tick()
             try:
                 notes = await self._db(store.expire_overdue)
                 notes.merge(

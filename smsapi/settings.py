@@ -139,6 +139,8 @@ SMPP_DEFAULT_ALPHABET = os.environ.get("SMPP_DEFAULT_ALPHABET", "gsm7")
 # How long messages are carried: "udh" (8-bit ref), "udh16", "sar" or "payload".
 SMPP_CONCAT = os.environ.get("SMPP_CONCAT", "udh")
 SMPP_QUERY_SM = env_bool("SMPP_QUERY_SM", True)
+SMPP_MAX_RATE = env_float("SMPP_MAX_RATE", 0.0)  # submit_sm per second for this bind; 0: no limit
+SMPP_MAX_ATTEMPTS = env_int("SMPP_MAX_ATTEMPTS", 10)  # tries of one part before it fails
 
 # --- Sending ----------------------------------------------------------------
 SMS_MAX_PARTS = env_int("SMS_MAX_PARTS", 10)

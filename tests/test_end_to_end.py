@@ -37,9 +37,10 @@ def test_send_submit_receipt_query(api, simulator, start_worker):
     assert record.registered_delivery == 1
 
     def delivered():
-        return api.get(f"/v1/query?src=bart&message_id={body['message_id']}").json()[
-            "message_state"
-        ] == "DELIVERED"
+        return (
+            api.get(f"/v1/query?src=bart&message_id={body['message_id']}").json()["message_state"]
+            == "DELIVERED"
+        )
 
     wait_until(delivered)
     by_ours = api.get(f"/v1/query?id={body['id']}").json()
@@ -115,9 +116,7 @@ def test_worker_killed_and_restarted_loses_nothing(api, start_worker):
         wait_until(lambda: len(smsc.submits()) >= total // 3, timeout=30)
         worker.stop(signal.SIGKILL)
         start_worker(smsc.port, **quick)
-        wait_until(
-            lambda: Message.objects.filter(state="delivered").count() == total, timeout=60
-        )
+        wait_until(lambda: Message.objects.filter(state="delivered").count() == total, timeout=60)
         records = smsc.submits()
     assert sorted(int(i) for i in ids) == sorted(
         Message.objects.filter(state="delivered").values_list("id", flat=True)
@@ -129,9 +128,7 @@ def test_worker_killed_and_restarted_loses_nothing(api, start_worker):
     twice = {text for text, recs in sent.items() if len(recs) > 1}
     # A part sent twice is one whose first outcome the worker could not know.
     marked = set(
-        MessagePart.objects.filter(possibly_duplicated=True).values_list(
-            "message__text", flat=True
-        )
+        MessagePart.objects.filter(possibly_duplicated=True).values_list("message__text", flat=True)
     )
     assert {t.decode() for t in twice} <= marked
 

@@ -38,7 +38,9 @@ def submit(message: Message, smsc_ids: list[str]) -> None:
     claimed = store.claim_parts("w1", 100, 60)
     by_message = [c for c in claimed if c.message_id == message.pk]
     store.record_submit_outcomes(
-        SubmitOutcome(part_id=c.part_id, outcome=SubmitOutcome.SUBMITTED, smsc_id=i, command_status=0)
+        SubmitOutcome(
+            part_id=c.part_id, outcome=SubmitOutcome.SUBMITTED, smsc_id=i, command_status=0
+        )
         for c, i in zip(by_message, smsc_ids, strict=True)
     )
 

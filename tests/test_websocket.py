@@ -10,7 +10,7 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from smsapi.asgi import application
@@ -157,7 +157,7 @@ async def receive_call(ws: WebsocketCommunicator) -> dict:
 
 
 async def test_calls_count_from_zero_and_wait_for_the_answer():
-    ids = await sync_to_async(add_events)(3)
+    ids = await database_sync_to_async(add_events)(3)
     ws = await open_socket(f"{EVENTS}?since={ids[0] - 1}")
     try:
         first = await receive_call(ws)
@@ -182,11 +182,11 @@ async def test_calls_count_from_zero_and_wait_for_the_answer():
 
 async def test_new_events_only_by_default_and_live(settings):
     settings.EVENTS_POLL_INTERVAL = 3600  # only the bell can bring the live one
-    await sync_to_async(add_events)(2)
+    await database_sync_to_async(add_events)(2)
     ws = await open_socket(EVENTS)
     try:
         assert await ws.receive_nothing(timeout=0.2)
-        new = await sync_to_async(add_events)(1)
+        new = await database_sync_to_async(add_events)(1)
         message = await receive_call(ws)
         assert (message["id"], message["params"][0]["event_id"]) == (0, new[0])
     finally:
@@ -195,7 +195,7 @@ async def test_new_events_only_by_default_and_live(settings):
 
 async def test_silent_client_is_disconnected_and_resumes_with_since(settings):
     settings.EVENTS_ACK_TIMEOUT = 0.3
-    ids = await sync_to_async(add_events)(2)
+    ids = await database_sync_to_async(add_events)(2)
     ws = await open_socket(f"{EVENTS}?since={ids[0] - 1}")
     first = await receive_call(ws)
     assert first["params"][0]["event_id"] == ids[0]
@@ -215,9 +215,9 @@ async def test_silent_client_is_disconnected_and_resumes_with_since(settings):
 
 
 async def test_filters_and_a_bad_since():
-    message = await sync_to_async(make_message)()
-    await sync_to_async(add_events)(1, "mo")
-    wanted = await sync_to_async(add_events)(1, "receipt", message)
+    message = await database_sync_to_async(make_message)()
+    await database_sync_to_async(add_events)(1, "mo")
+    wanted = await database_sync_to_async(add_events)(1, "receipt", message)
     ws = await open_socket(f"{EVENTS}?since=0&type=receipt&id={message.pk}")
     try:
         delivered = await receive_call(ws)
@@ -234,7 +234,7 @@ async def test_filters_and_a_bad_since():
 
 
 async def test_an_answer_with_an_error_still_lets_the_next_event_go():
-    ids = await sync_to_async(add_events)(2)
+    ids = await database_sync_to_async(add_events)(2)
     ws = await open_socket(f"{EVENTS}?since={ids[0] - 1}")
     try:
         first = await receive_call(ws)
@@ -246,7 +246,7 @@ async def test_an_answer_with_an_error_still_lets_the_next_event_go():
 
 
 async def test_many_connections_each_get_everything():
-    ids = await sync_to_async(add_events)(20)
+    ids = await database_sync_to_async(add_events)(20)
     sockets = [await open_socket(f"{EVENTS}?since={ids[0] - 1}") for _ in range(3)]
 
     async def drain(ws: WebsocketCommunicator) -> list[int]:
