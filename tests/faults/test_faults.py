@@ -149,8 +149,9 @@ def test_worker_killed_at_random_moments(start_worker):
         check_and_report("worker SIGKILLed 3 times", smsc, ids, started)
 
 
-@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="several workers need PostgreSQL")
 def test_three_workers_share_the_queue_without_duplicates(start_worker):
+    if connection.vendor != "postgresql":
+        pytest.skip("several workers need PostgreSQL")
     config = SimulatorConfig(port=0, receipt_delay=0.01)
     with SimulatorThread(config) as smsc:
         ids = queue_messages("three", 10_000)
