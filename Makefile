@@ -9,7 +9,7 @@ SIMULATOR_PORT ?= 2775
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/3
 
-.PHONY: run test test-sqlite test-postgres lint install install-dev browser migrate simulator worker clean
+.PHONY: run test test-sqlite test-postgres faults lint install install-dev browser migrate simulator worker clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,13 +53,20 @@ lint: install-dev
 
 # The whole suite on SQLite, then the store and end-to-end tests again on
 # PostgreSQL with the Redis channel layer.
-test: install-dev browser lint test-sqlite test-postgres
+test: install-dev browser lint test-sqlite test-postgres faults
 
 test-sqlite: install-dev
 	$(PY) -m pytest -q
 
 test-postgres: install-dev
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -q -m store
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=test_smsapi \
+		$(PY) -m pytest -q -m store
+
+# Thousands of messages through every SMSC fault and a worker killed at random
+# moments; prints one line of figures per scenario (also in test-output/faults.json).
+faults: install-dev
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=test_faults \
+		$(PY) -m pytest -q -s -p no:logging -m faults tests/faults
 
 clean:
 	rm -rf $(VENV) data/*.sqlite3* test-output

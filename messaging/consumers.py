@@ -26,11 +26,17 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from .events import EventCursor, InvalidParameter, event_data, parse_filter, parse_start
+from .events import (
+    EventCursor,
+    InvalidParameter,
+    event_data,
+    in_db_thread,
+    parse_filter,
+    parse_start,
+)
 from .notify import EVENTS_GROUP
 from .sse import GROUP_RENEW_SECONDS, poll_interval
 
@@ -107,9 +113,7 @@ class JsonRpcConsumer(AsyncWebsocketConsumer):
         task.add_done_callback(self.calls.discard)
 
     async def call(self, call_id: Any, method: str, params: dict) -> None:
-        service = database_sync_to_async(
-            _call_service, thread_sensitive=False, executor=_rpc_executor
-        )
+        service = in_db_thread(_call_service, executor=_rpc_executor)
         try:
             answer = await service(method, params)
         except asyncio.CancelledError:
@@ -163,7 +167,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         # is connected, every event stored from then on is one it will get.
         await self.join()
         cursor = EventCursor(start, event_filter)
-        await database_sync_to_async(cursor.begin, thread_sensitive=False)()
+        await in_db_thread(cursor.begin)()
         await self.accept()
         self.feeder = asyncio.create_task(self.feed(cursor))
 
@@ -189,7 +193,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     async def feed(self, cursor: EventCursor) -> None:
         """Deliver events one call at a time, in id order, until the socket goes."""
-        read = database_sync_to_async(cursor.read, thread_sensitive=False)
+        read = in_db_thread(cursor.read)
         loop = asyncio.get_running_loop()
         joined_at = loop.time()
         timeout = float(getattr(settings, "EVENTS_ACK_TIMEOUT", 30.0))

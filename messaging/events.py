@@ -16,16 +16,46 @@ visible in order there and no hole is ever waited for.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections, router
+from django.db import close_old_connections, connections, router
 from django.db.models import Max
 
 from .models import Event
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_db_thread(
+    func: Callable[P, R], executor: Executor | None = None
+) -> Callable[P, Awaitable[R]]:
+    """``func`` (synchronous ORM code) as a coroutine run in a worker thread.
+
+    Not thread-sensitive, so concurrent streams and calls do not queue behind one
+    another. The connection is closed in the same context that opened it:
+    ``channels.db.database_sync_to_async`` closes it outside that context, which
+    with asgiref 3.13 can miss it and leave PostgreSQL sessions open.
+    """
+
+    @functools.wraps(func)
+    def with_fresh_connection(*args: P.args, **kwargs: P.kwargs) -> R:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(with_fresh_connection, thread_sensitive=False, executor=executor)
+
 
 # What the clients may filter on (``?type=``).
 EVENT_TYPES = tuple(Event.Type.values)

@@ -6,6 +6,7 @@ listener also looks at the store on a timer, so a lost bell only costs time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from channels.layers import get_channel_layer
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS_GROUP = "events"  # SSE and WebSocket consumers listen here
 WORKER_CHANNEL = "smpp.outbox"  # the worker wakes up when new parts are queued
+QUERY_CHANNEL = "smpp.query"  # /v1/query asks a bound worker to query_sm the SMSC
 
 
 async def publish(notifications: Notifications) -> None:
@@ -43,3 +45,16 @@ async def ring_worker() -> None:
         await layer.send(WORKER_CHANNEL, {"type": "outbox.new"})
     except Exception:  # full channel or broken layer: the worker polls anyway
         logger.debug("worker bell not rung", exc_info=True)
+
+
+async def ask_smsc(question: dict, timeout: float) -> dict | None:
+    """Have a bound worker send query_sm; None when no worker answers in time."""
+    layer = get_channel_layer()
+    if layer is None:
+        return None
+    reply_channel = await layer.new_channel()
+    try:
+        await layer.send(QUERY_CHANNEL, {**question, "reply_channel": reply_channel})
+        return await asyncio.wait_for(layer.receive(reply_channel), timeout)
+    except Exception:  # no worker, a full channel, a timeout: the store's answer stands
+        return None

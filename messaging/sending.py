@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import DatabaseError, IntegrityError
 from rest_framework.exceptions import ValidationError
 
 from .api_errors import first_error
 from .models import Message, MessagePart
-from .notify import ring_worker
+from .notify import ask_smsc, ring_worker
 from .serializers import SendSerializer, TransitionSerializer
 from .states import FINAL_STATES, State, smpp_state_name
 from .store import create_messages
@@ -73,6 +74,61 @@ def send(data: dict, idempotency_key: str | None = None) -> ApiAnswer:
     if wait > 0 and message.schedule_at is None:
         _wait_for_smsc(message.pk, channel, wait)
     return answer_for(Message.objects.get(pk=message.pk))
+
+
+def send_batch(items: object, idempotency_key: str | None = None) -> ApiAnswer:
+    """Validate every item as /v1/send does, store the valid ones in one
+    transaction, and answer per item in order. Nothing waits for the SMSC."""
+    limit = settings.SMS_BATCH_MAX
+    if not isinstance(items, list):
+        return ApiAnswer(400, {"error": "a JSON array of send objects expected"})
+    if len(items) > limit:
+        return ApiAnswer(400, {"error": f"{len(items)} messages in one batch; at most {limit}"})
+    results: list[dict] = []
+    accepted: list[tuple[int, object]] = []  # (position, NewMessage)
+    keys = [f"{idempotency_key}#{i}" if idempotency_key else None for i in range(len(items))]
+    earlier = (
+        {m.idempotency_key: m for m in Message.objects.filter(idempotency_key__in=keys)}
+        if idempotency_key
+        else {}
+    )
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            results.append({"http_status": 400, "error": "a JSON object expected"})
+            continue
+        serializer = SendSerializer(data=item)
+        if not serializer.is_valid():
+            results.append({"http_status": 400, "error": first_error(serializer.errors)})
+            continue
+        key = keys[position]
+        if key in earlier:
+            answer = _replay(earlier[key], _request_hash(item))
+            results.append({"http_status": answer.status, **answer.body})
+            continue
+        results.append({})
+        accepted.append((position, serializer.new_message(key, _request_hash(item) if key else "")))
+    if accepted:
+        try:
+            messages = create_messages([new for _, new in accepted])
+        except IntegrityError:
+            return ApiAnswer(409, {"error": "Idempotency-Key already used by a concurrent batch"})
+        except DatabaseError as exc:
+            logger.error("could not store a batch: %s", exc)
+            return ApiAnswer(503, {"error": "the message store is unavailable; retry later"})
+        async_to_sync(ring_worker)()
+        for (position, _), message in zip(accepted, messages, strict=True):
+            results[position] = {
+                "http_status": 202,
+                "id": str(message.pk),
+                "message_id": None,
+                "status": message.state,
+                "parts": message.parts_count,
+                "encoding": message.encoding,
+            }
+    rejected = sum(1 for r in results if r["http_status"] >= 400)
+    return ApiAnswer(
+        200, {"accepted": len(results) - rejected, "rejected": rejected, "results": results}
+    )
 
 
 def answer_for(message: Message) -> ApiAnswer:
@@ -199,7 +255,27 @@ def query(params: dict) -> ApiAnswer:
         message = part.message if part else None
     if message is None:
         return ApiAnswer(404, {"error": f'message "{smsc_id or our_id}" not found'})
-    return ApiAnswer(200, query_body(message))
+    body = query_body(message)
+    first_id = body["message_ids"][0] if body["message_ids"] else None
+    if settings.SMPP_QUERY_SM and message.state not in FINAL_STATES and first_id:
+        # No final receipt yet: ask the SMSC itself (query_sm), as the old server did.
+        smsc = async_to_sync(ask_smsc)(
+            {
+                "message_id": first_id,
+                "src": message.src,
+                "src_ton": message.src_ton,
+                "src_npi": message.src_npi,
+            },
+            settings.SMPP_QUERY_TIMEOUT,
+        )
+        if smsc and "message_state" in smsc and smsc.get("command_status") == 0:
+            from .states import SMPP_STATE_NAMES
+
+            body["message_state"] = SMPP_STATE_NAMES.get(smsc["message_state"], "UNKNOWN")
+            body["final_date"] = smsc.get("final_date") or body["final_date"]
+            body["error_code"] = smsc.get("error_code") or body["error_code"]
+            body["source"] = "smsc"
+    return ApiAnswer(200, body)
 
 
 def query_body(message: Message) -> dict:

@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -30,6 +29,7 @@ from .events import (
     InvalidParameter,
     format_sse,
     format_sse_named,
+    in_db_thread,
     parse_filter,
     parse_start,
 )
@@ -99,9 +99,10 @@ class Doorbell:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # a bell may have been lost: look at the store, then listen again
                 logger.debug("doorbell receive failed", exc_info=True)
-                await asyncio.sleep(poll_interval())
+                self.rang.set()
+                await asyncio.sleep(min(poll_interval(), 1.0))
                 continue
             if message.get("type") == "link.state":
                 with contextlib.suppress(asyncio.QueueFull):
@@ -131,13 +132,13 @@ async def event_stream(
     """The SSE text of one client's stream, until the client goes away."""
     groups = (EVENTS_GROUP, LINK_GROUP) if with_link else (EVENTS_GROUP,)
     bell = Doorbell(get_channel_layer(), groups)
-    # Listen before the first read, so nothing can ring unheard in between.
-    await bell.start()
     loop = asyncio.get_running_loop()
     try:
+        # Listen before the first read, so nothing can ring unheard in between.
+        await bell.start()
         cursor = EventCursor(start, event_filter)
-        await database_sync_to_async(cursor.begin, thread_sensitive=False)()
-        read = database_sync_to_async(cursor.read, thread_sensitive=False)
+        await in_db_thread(cursor.begin)()
+        read = in_db_thread(cursor.read)
         yield f"retry: {RETRY_MS}\n\n"
         last_write = loop.time()
         while True:

@@ -304,6 +304,8 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
         ids = list(
             MessagePart.objects.select_for_update(skip_locked=True)
             .filter(state=State.QUEUED, next_attempt_at__lte=now)
+            # Past its validity it expires (expire_overdue) instead of being sent.
+            .exclude(message__validity_until__lte=now)
             .order_by("next_attempt_at", "id")
             .values_list("id", flat=True)[:limit]
         )

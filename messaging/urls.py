@@ -1,4 +1,5 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from . import views
 from .dashboard import dashboard
@@ -7,10 +8,14 @@ from .status_view import status_view
 
 urlpatterns = [
     path("v1/send", views.SendView.as_view(), name="send"),
+    path("v1/send/batch", views.SendBatchView.as_view(), name="send-batch"),
     path("v1/query", views.QueryView.as_view(), name="query"),
     path("v1/messages", views.MessageListView.as_view(), name="messages"),
     path("v1/messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
     path("v1/sse", sse_view, name="sse"),
     path("v1/status", status_view, name="status"),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("v1/redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("", dashboard, name="dashboard"),
 ]

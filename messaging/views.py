@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import sending
+from . import openapi, sending
 from .models import Message, MessagePart, Receipt
 from .serializers import MessageDetailSerializer, MessageSerializer
 
@@ -31,6 +31,7 @@ def as_response(answer: sending.ApiAnswer) -> Response:
     return Response(answer.body, status=answer.status)
 
 
+@openapi.send_schema
 class SendView(APIView):
     """POST|PUT /v1/send"""
 
@@ -41,6 +42,16 @@ class SendView(APIView):
     put = post
 
 
+@openapi.send_batch_schema
+class SendBatchView(APIView):
+    """POST /v1/send/batch: a JSON array of send objects, answered per item."""
+
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key") or None
+        return as_response(sending.send_batch(request.data, idempotency_key=key))
+
+
+@openapi.query_schema
 class QueryView(APIView):
     """GET|HEAD /v1/query"""
 
@@ -60,6 +71,7 @@ def _messages():
     )
 
 
+@openapi.message_list_schema
 class MessageListView(generics.ListAPIView):
     """GET /v1/messages?status=&dst=&reference=&since=&until="""
 
@@ -88,6 +100,7 @@ class MessageListView(generics.ListAPIView):
         return messages
 
 
+@openapi.message_detail_schema
 class MessageDetailView(generics.RetrieveAPIView):
     """GET /v1/messages/<id>: parts, SMSC ids, receipts and the timeline."""
 

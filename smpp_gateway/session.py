@@ -260,12 +260,12 @@ class SMPPSession:
                 logger.warning("generic_nack %s for sequence %d", status_name(status), seq)
             future = self._requests.pop(seq, None)
             if future is not None and not future.done():
-                future.set_result(status)
+                future.set_result(data)
             return True
         if command_id & RESPONSE_BIT:
             future = self._requests.pop(seq, None)
             if future is not None and not future.done():
-                future.set_result(status)
+                future.set_result(data)
             return True
         # A request we do not serve: say so, keep the session.
         logger.warning("unsupported PDU 0x%08X from the SMSC: generic_nack", command_id)
@@ -299,7 +299,22 @@ class SMPPSession:
                 self._last_write = now
                 self._write(encode_pdu("enquire_link", seq))
 
-    async def _request(self, command: str, **fields: Any) -> int:
+    async def query(self, message_id: str, source_addr: str = "", ton: int = 0, npi: int = 0):
+        """Ask the SMSC about a message (query_sm); returns the decoded query_sm_resp."""
+        data = await asyncio.wait_for(
+            self._request(
+                "query_sm",
+                message_id=message_id,
+                source_addr=source_addr,
+                source_addr_ton=ton,
+                source_addr_npi=npi,
+            ),
+            self.config.response_timeout,
+        )
+        return decode_pdu(data)
+
+    async def _request(self, command: str, **fields: Any) -> bytes:
+        """Send a request and wait for its response PDU (or generic_nack)."""
         seq = self._next_sequence()
         future = asyncio.get_running_loop().create_future()
         self._requests[seq] = future

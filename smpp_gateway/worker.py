@@ -26,12 +26,13 @@ from django.utils import timezone
 
 from messaging import store
 from messaging.models import LinkStatus
-from messaging.notify import WORKER_CHANNEL, publish
+from messaging.notify import QUERY_CHANNEL, WORKER_CHANNEL, publish
 from messaging.store import ClaimedPart, FragmentIn, Notifications, ReceiptIn, SubmitOutcome
 
 from .command_status import BIND_REFUSED, Reaction, reaction_for, status_name
 from .deliver import read_deliver
 from .flow import AdaptiveRate
+from .pdu import as_text
 from .session import BindRefused, LinkError, SessionConfig, SMPPSession
 from .submit_fields import submit_fields
 
@@ -192,6 +193,7 @@ class SMPPWorker:
             asyncio.ensure_future(self._feed(session)),
             asyncio.ensure_future(self._flush_loop()),
             asyncio.ensure_future(self._maintain()),
+            asyncio.ensure_future(self._answer_queries(session)),
         ]
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -315,6 +317,35 @@ class SMPPWorker:
                 )
         self._pending.outcomes.append(outcome)
         self._flush_wanted.set()
+
+    async def _answer_queries(self, session: SMPPSession) -> None:
+        """Serve /v1/query's questions to the SMSC (query_sm) while bound."""
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        while True:
+            request = await layer.receive(QUERY_CHANNEL)
+            reply: dict[str, Any] = {"type": "query.result"}
+            try:
+                pdu = await session.query(
+                    request["message_id"],
+                    request.get("src", ""),
+                    request.get("src_ton", 0),
+                    request.get("src_npi", 0),
+                )
+            except (TimeoutError, LinkError) as exc:
+                reply["error"] = f"no answer from the SMSC: {exc or type(exc).__name__}"
+            else:
+                reply.update(
+                    command_status=pdu.status,
+                    message_state=pdu.message_state,
+                    final_date=as_text(pdu.final_date),
+                    error_code=pdu.error_code,
+                )
+            try:
+                await layer.send(request["reply_channel"], reply)
+            except Exception:  # the asker has gone; nothing is lost
+                logger.debug("query answer not delivered", exc_info=True)
 
     # --- receiving ---------------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc assets, served locally
     "channels",
     "messaging",
     "smpp_gateway",
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -101,6 +104,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "SQLITE_TEST_NAME", str(DATA_DIR / "test.sqlite3")
     )
 
+if os.environ.get("SMSAPI_TEST_DB_NAME"):  # lets two test runs share one PostgreSQL
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["SMSAPI_TEST_DB_NAME"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------
@@ -138,7 +144,8 @@ SMPP_RECONNECT_DELAYS = [
 SMPP_DEFAULT_ALPHABET = os.environ.get("SMPP_DEFAULT_ALPHABET", "gsm7")
 # How long messages are carried: "udh" (8-bit ref), "udh16", "sar" or "payload".
 SMPP_CONCAT = os.environ.get("SMPP_CONCAT", "udh")
-SMPP_QUERY_SM = env_bool("SMPP_QUERY_SM", True)
+SMPP_QUERY_SM = env_bool("SMPP_QUERY_SM", True)  # /v1/query asks the SMSC when no receipt yet
+SMPP_QUERY_TIMEOUT = env_float("SMPP_QUERY_TIMEOUT", 2.0)
 SMPP_MAX_RATE = env_float("SMPP_MAX_RATE", 0.0)  # submit_sm per second for this bind; 0: no limit
 SMPP_MAX_ATTEMPTS = env_int("SMPP_MAX_ATTEMPTS", 10)  # tries of one part before it fails
 
@@ -164,11 +171,25 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "messaging.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SMS API",
+    "DESCRIPTION": "Send SMS over SMPP and follow their delivery (see docs/api.md).",
+    "VERSION": "1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# /readyz: a worker whose heartbeat is older than this no longer counts as bound.
+HEALTH_HEARTBEAT_MAX_AGE = env_float("HEALTH_HEARTBEAT_MAX_AGE", 15.0)
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise serves static files in production; with finders it needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

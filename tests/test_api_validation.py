@@ -160,3 +160,46 @@ def test_messages_list_filters_and_detail(client):
     assert detail["part_details"][0]["state"] == "queued"
     missing = client.get("/v1/messages/999999")
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
+
+
+def test_batch_answers_per_item_in_order(client):
+    items = [
+        {"dst": "111", "text": "one"},
+        {"text": "no destination"},
+        "not an object",
+        {"dst": "222", "text": "5 €", "enc": "latin1"},
+        {"dst": "333", "text": "three", "reference": "r3"},
+    ]
+    response = client.post("/v1/send/batch", json.dumps(items), content_type="application/json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    statuses = [r["http_status"] for r in body["results"]]
+    assert statuses == [202, 400, 400, 400, 202]
+    assert body["results"][1]["error"] == 'missing parameter "dst": number of recipient'
+    assert "U+20AC" in body["results"][3]["error"]
+    stored = Message.objects.order_by("id")
+    assert [m.dst for m in stored] == ["111", "333"]
+    assert str(stored[1].pk) == body["results"][4]["id"]
+
+
+def test_batch_limits_and_shape(client, settings):
+    settings.SMS_BATCH_MAX = 2
+    three = json.dumps([{"dst": "1", "text": "a"}] * 3)
+    response = client.post("/v1/send/batch", three, content_type="application/json")
+    assert response.status_code == 400 and "at most 2" in response.json()["error"]
+    response = client.post("/v1/send/batch", "{}", content_type="application/json")
+    assert response.status_code == 400
+    assert Message.objects.count() == 0
+
+
+def test_batch_idempotency_key_never_sends_twice(client):
+    items = json.dumps([{"dst": "1", "text": "a"}, {"dst": "2", "text": "b"}])
+    first = client.post(
+        "/v1/send/batch", items, content_type="application/json", HTTP_IDEMPOTENCY_KEY="b1"
+    ).json()
+    again = client.post(
+        "/v1/send/batch", items, content_type="application/json", HTTP_IDEMPOTENCY_KEY="b1"
+    ).json()
+    assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
+    assert Message.objects.count() == 2

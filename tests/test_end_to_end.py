@@ -159,3 +159,31 @@ def test_incoming_messages_are_stored(simulator, start_worker):
     texts = dict(IncomingMessage.objects.values_list("src", "text"))
     assert texts == {"lisa": "hello there", "homer": long_text}
     assert IncomingMessage.objects.get(src="homer").parts_expected > 1
+
+
+def test_query_asks_the_smsc_when_the_store_has_no_final_state(start_worker):
+    """In one process (as `manage.py serve` runs) the query reaches the worker over the
+    in-process layer; in the distributed set-up, over Redis."""
+    with SimulatorThread(SimulatorConfig(port=0, receipt_delay=0.05)) as smsc:
+        start_worker(smsc.port)
+        wait_until(lambda: LinkStatus.objects.filter(state="bound").exists())
+        api = APIClient()
+        # register=failure: a delivered message brings no receipt, only query_sm can tell.
+        body = api.post("/v1/send", {"dst": "lisa", "text": "hi", "register": "failure"}).json()
+        assert body["message_id"]
+        import time
+
+        time.sleep(0.3)
+        answer = api.get(f"/v1/query?message_id={body['message_id']}").json()
+        assert smsc.stats()["queries"] == (1 if _layer_crosses_processes() else 0)
+    assert answer["status"] == "submitted"
+    if _layer_crosses_processes():
+        assert answer["message_state"] == "DELIVERED" and answer["source"] == "smsc"
+    else:  # the worker is another process: the store's answer stands
+        assert answer["message_state"] == "ENROUTE"
+
+
+def _layer_crosses_processes() -> bool:
+    from django.conf import settings
+
+    return bool(settings.REDIS_URL)

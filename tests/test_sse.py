@@ -302,3 +302,81 @@ def test_events_socket_through_daphne_closes_a_silent_client(tmp_path):
             assert (call["id"], call["params"][0]["event_id"]) == (0, ids[1])
         finally:
             ws.close()
+
+
+# --- the cursor and concurrent writers -------------------------------------------------
+
+
+class OpenWriter:
+    """Stores one event in a transaction of its own, on another connection, and keeps
+    it open until told to commit or roll back: an id taken but not yet visible."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.taken = threading.Event()
+        self.finish = threading.Event()
+        self.commit = True
+        self.event_id: int | None = None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.taken.wait(10)
+
+    def _run(self) -> None:
+        from django.db import connection as thread_connection
+
+        class RollBack(Exception):
+            pass
+
+        try:
+            with transaction.atomic():
+                self.event_id = Event.objects.create(
+                    type="mo", payload={"type": "mo", "text": "slow"}, created_at=timezone.now()
+                ).pk
+                self.taken.set()
+                self.finish.wait(10)
+                if not self.commit:
+                    raise RollBack
+        except RollBack:
+            pass
+        finally:
+            thread_connection.close()
+
+    def end(self, commit: bool) -> None:
+        self.commit = commit
+        self.finish.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def concurrent_writers():
+    from django.db import connection as main_connection
+
+    if main_connection.vendor == "sqlite":
+        pytest.skip("SQLite writers are serialised: ids always become visible in order")
+
+
+def test_the_cursor_waits_for_an_id_still_in_flight(concurrent_writers):
+    from messaging.events import EventCursor
+
+    before = add_events(1)[0]
+    cursor = EventCursor(before, gap_grace=3600)
+    writer = OpenWriter()
+    after = add_events(1)[0]  # committed, but behind the writer's id
+    assert writer.event_id < after
+    assert cursor.read() == []  # not past the hole: the id there may still come
+    writer.end(commit=True)
+    assert [event.pk for event in cursor.read()] == [writer.event_id, after]
+
+
+def test_the_cursor_passes_a_rolled_back_id_after_the_grace(concurrent_writers):
+    from messaging.events import EventCursor
+
+    before = add_events(1)[0]
+    cursor = EventCursor(before, gap_grace=0.3)
+    writer = OpenWriter()
+    writer.end(commit=False)
+    after = add_events(1)[0]
+    assert cursor.read() == []
+    time.sleep(0.4)
+    assert [event.pk for event in cursor.read()] == [after]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .records import SubmitRecord
     from .session import SMPPSession
+
+log = logging.getLogger("smpp_gateway.simulator")
 
 RECEIPT = "receipt"
 MO = "mo"
@@ -72,7 +75,10 @@ class Timers:
         now = self._loop.time() + 0.001
         while heap and heap[0][0] <= now:
             _, _, callback, argument = heapq.heappop(heap)
-            callback(argument)
+            try:
+                callback(argument)
+            except Exception:  # one bad entry must not stall every later receipt
+                log.exception("simulator timer %r failed", callback)
         if heap:
             self._arm(heap[0][0])
 

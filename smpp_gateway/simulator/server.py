@@ -14,6 +14,7 @@ from typing import Any
 from smpp_gateway.pdu import as_text
 
 from .config import STATE_BY_STAT, SimulatorConfig
+from .control import ControlServer
 from .deliveries import MO, RECEIPT, Delivery, Outbox, Timers
 from .records import Stats, SubmitRecord
 from .session import ESME_RALYBND, SMPPSession
@@ -60,7 +61,7 @@ class SMSCSimulator:
         self._rate_second = -1
         self._rate_count = 0
         self._server: asyncio.Server | None = None
-        self._control: Any = None
+        self._control: ControlServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._timers: Timers | None = None
         self._outbox: Outbox | None = None
@@ -80,8 +81,6 @@ class SMSCSimulator:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.control_port is not None:
-            from .control import ControlServer
-
             self._control = ControlServer(self)
             self.control_port = await self._control.start(
                 self.config.host, self.config.control_port
@@ -185,11 +184,14 @@ class SMSCSimulator:
         """Change settings at run time (validated); returns the new config.
 
         Session-level timers (enquire_link_interval, disconnect_every_seconds)
-        apply to sessions bound afterwards.
+        apply to sessions bound afterwards; ``first_message_id`` restarts the
+        id counter there.
         """
         self.config = self.config.replace(**changes)
         if "seed" in changes:
             self.random.seed(self.config.seed)
+        if "first_message_id" in changes:
+            self._next_message_id = self.config.first_message_id
         return self.config
 
     def reset(self) -> None:

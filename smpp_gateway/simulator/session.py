@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from smpp_gateway.pdu import MAX_PDU_LENGTH, PDUFormatError, as_text, decode_pdu, encode_pdu
 
 from .deliveries import RECEIPT, Delivery
-from .wire import HEADER, header_only, parse_submit_sm, submit_sm_resp
+from .wire import ADDRESS_MAX, HEADER, header_only, parse_submit_sm, submit_sm_resp
 
 if TYPE_CHECKING:
     from .server import SMSCSimulator
@@ -45,6 +45,7 @@ ESME_RINVCMDLEN = 0x02
 ESME_RINVCMDID = 0x03
 ESME_RINVBNDSTS = 0x04
 ESME_RALYBND = 0x05
+ESME_RINVSRCADR = 0x0A
 ESME_RINVDSTADR = 0x0B
 ESME_RINVMSGID = 0x0C
 ESME_RTHROTTLED = 0x58
@@ -355,9 +356,13 @@ class SMPPSession(asyncio.Protocol):
             self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, status, sequence))
             return
         destination = as_text(pdu.destination_addr)
-        if sim.is_rejected_destination(destination):
+        if sim.is_rejected_destination(destination) or len(destination) > ADDRESS_MAX:
             counters.rejected += 1
             self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, ESME_RINVDSTADR, sequence))
+            return
+        if len(pdu.source_addr or b"") > ADDRESS_MAX:
+            counters.rejected += 1
+            self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, ESME_RINVSRCADR, sequence))
             return
         record = sim.accept_submit(self, pdu, destination)
         if config.malformed_rate and chance() < config.malformed_rate:
