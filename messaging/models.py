@@ -7,9 +7,33 @@ from django.db import models
 from .states import State
 
 
+class ApiKey(models.Model):
+    """A client's credential. Only a hash of the key is kept; the key is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True)  # shown, to tell keys apart
+    key_hash = models.CharField(max_length=64, unique=True)  # sha256 of the whole key
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    rate_limit = models.PositiveIntegerField(default=0)  # requests a minute; 0: no limit
+    default_callback_url = models.URLField(max_length=500, blank=True, default="")
+    # Shared secret for signing webhooks (HMAC-SHA256); it must be readable to sign.
+    webhook_secret = models.CharField(max_length=64, blank=True, default="")
+    receive_incoming = models.BooleanField(default=True)  # sees mobile-originated messages
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
 class Message(models.Model):
     """One message a client asked us to send; carried by one or more parts."""
 
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
     src = models.CharField(max_length=21, blank=True, default="")
     src_ton = models.PositiveSmallIntegerField(default=0)
     src_npi = models.PositiveSmallIntegerField(default=0)

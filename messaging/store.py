@@ -61,6 +61,7 @@ class NewMessage:
     callback_url: str = ""
     idempotency_key: str | None = None
     request_hash: str = ""
+    api_key_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ def create_messages(new_messages: Sequence[NewMessage], notify_channel: str = ""
                     callback_url=new.callback_url,
                     idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash,
+                    api_key_id=new.api_key_id,
                     notify_channel=notify_channel,
                     created_at=changes.now,
                     updated_at=changes.now,

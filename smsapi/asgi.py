@@ -1,7 +1,7 @@
-"""The ASGI application: Django for HTTP (static files included), Channels for WebSockets.
+"""The ASGI application: Django for HTTP, Channels for the WebSocket APIs.
 
-Static files are served from STATICFILES_DIRS by Django's static files handler,
-so the dashboard works under daphne without collectstatic or a web server in front.
+Static files (the dashboard's JS and CSS) are served by WhiteNoise's middleware
+from STATICFILES_DIRS, so daphne needs no web server in front and no collectstatic.
 """
 
 import os
@@ -14,14 +14,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsapi.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 
 # WebSockets take any Origin for now: the demo set-up allows all origins (see api.md, CORS).
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": django_asgi_app,
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

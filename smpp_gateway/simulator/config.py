@@ -118,7 +118,7 @@ class SimulatorConfig:
     )
 
     # Housekeeping.
-    record_limit: int = setting(200_000, "accepted submits kept in memory (oldest dropped)")
+    record_limit: int = setting(100_000, "accepted submits kept in memory (oldest dropped)")
     seed: int | None = setting(None, "random seed, for reproducible faults")
 
     def __post_init__(self) -> None:
