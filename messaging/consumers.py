@@ -196,7 +196,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         read = in_db_thread(cursor.read)
         loop = asyncio.get_running_loop()
         joined_at = loop.time()
-        timeout = float(getattr(settings, "EVENTS_ACK_TIMEOUT", 30.0))
+        timeout = settings.EVENTS_ACK_TIMEOUT
         while True:
             self.bell.clear()
             events = await read()

@@ -185,7 +185,7 @@ class EventCursor:
     ) -> None:
         self.filter = event_filter or EventFilter()
         self.gap_grace = (
-            gap_grace if gap_grace is not None else getattr(settings, "EVENTS_GAP_GRACE", 2.0)
+            gap_grace if gap_grace is not None else settings.EVENTS_GAP_GRACE
         )
         self.position: int | None = start  # the last id looked at (sent or filtered out)
         self._holes: dict[int, float] = {}  # first missing id -> when it was first seen

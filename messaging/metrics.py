@@ -101,9 +101,14 @@ class StoreCollector(Collector):
 
     def _from_store(self) -> Iterator[Metric]:
         now = timezone.now()
+        links = list(
+            LinkStatus.objects.filter(
+                heartbeat_at__gte=now - timedelta(seconds=LINK_REPORT_WINDOW)
+            ).order_by("worker_id")
+        )
         yield from self._messages()
-        yield from self._queue(now)
-        yield from self._links(now)
+        yield from self._queue(now, [link.worker_id for link in links])
+        yield from self._links(now, links)
         yield from self._receipts_and_incoming()
         yield from self._latencies(now)
 
@@ -121,7 +126,7 @@ class StoreCollector(Collector):
             family.add_metric([state], counts.get(state, 0))
         yield family
 
-    def _queue(self, now: datetime) -> Iterator[Metric]:
+    def _queue(self, now: datetime, worker_ids: list[str]) -> Iterator[Metric]:
         queued = MessagePart.objects.filter(state=State.QUEUED)
         yield GaugeMetricFamily(
             "smsapi_queue_depth",
@@ -150,17 +155,12 @@ class StoreCollector(Collector):
             "Parts sent (or about to be) and not yet answered, by worker.",
             labels=["worker_id"],
         )
-        for worker_id, count in sorted(in_flight.items()):
-            window.add_metric([worker_id], count)
+        for worker_id in sorted(set(in_flight) | set(worker_ids)):
+            window.add_metric([worker_id], in_flight.get(worker_id, 0))
         yield window
 
-    def _links(self, now: datetime) -> Iterator[Metric]:
+    def _links(self, now: datetime, links: list[LinkStatus]) -> Iterator[Metric]:
         fresh_since = now - timedelta(seconds=heartbeat_max_age())
-        links = list(
-            LinkStatus.objects.filter(
-                heartbeat_at__gte=now - timedelta(seconds=LINK_REPORT_WINDOW)
-            ).order_by("worker_id")
-        )
         up = GaugeMetricFamily(
             "smsapi_link_up",
             "1 when the worker is bound to the SMSC and its heartbeat is fresh.",

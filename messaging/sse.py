@@ -44,11 +44,11 @@ GROUP_RENEW_SECONDS = 600
 
 
 def poll_interval() -> float:
-    return float(getattr(settings, "EVENTS_POLL_INTERVAL", 1.0))
+    return settings.EVENTS_POLL_INTERVAL
 
 
 def keepalive_interval() -> float:
-    return float(getattr(settings, "SSE_KEEPALIVE", 15.0))
+    return settings.SSE_KEEPALIVE
 
 
 class Doorbell:

@@ -448,7 +448,13 @@ class SMPPWorker:
         if layer is not None:
             try:
                 await layer.group_send(
-                    "link", {"type": "link.state", "state": state, "detail": detail}
+                    "link",
+                    {
+                        "type": "link.state",
+                        "worker_id": self.worker_id,
+                        "state": state,
+                        "detail": detail,
+                    },
                 )
             except Exception:
                 logger.debug("link bell not rung", exc_info=True)

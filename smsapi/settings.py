@@ -6,6 +6,7 @@ README; nothing secret lives in this file.
 
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -101,7 +102,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
-        "SQLITE_TEST_NAME", str(DATA_DIR / "test.sqlite3")
+        # A file (the tests' server and worker processes open it too), one per run.
+        "SQLITE_TEST_NAME",
+        str(DATA_DIR / f"test-{os.getpid()}.sqlite3"),
     )
 
 if os.environ.get("SMSAPI_TEST_DB_NAME"):  # lets two test runs share one PostgreSQL
@@ -116,7 +119,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            # redis-py's default 5 s read timeout would kill idle listeners
+            # (channels_redis #422): consumers wait on the layer for longer.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
 else:
@@ -159,6 +168,13 @@ SMSAPI_PREFIX = os.environ.get("SMSAPI_PREFIX", "").strip("/")
 
 HTTP_PORT = env_int("HTTP_PORT", 8080)
 
+# --- Event streams (SSE and the events WebSocket) ---------------------------
+SSE_KEEPALIVE = env_float("SSE_KEEPALIVE", 15.0)  # seconds between keep-alive comments
+EVENTS_ACK_TIMEOUT = env_float("EVENTS_ACK_TIMEOUT", 30.0)  # events socket: wait for an answer
+EVENTS_POLL_INTERVAL = env_float("EVENTS_POLL_INTERVAL", 1.0)  # store read when no bell rings
+# PostgreSQL can make an event id visible after a higher one: how long a gap is waited for.
+EVENTS_GAP_GRACE = env_float("EVENTS_GAP_GRACE", 2.0)
+
 # --- HTTP -------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -190,6 +206,7 @@ STATIC_ROOT = DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # WhiteNoise serves static files in production; with finders it needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at")  # WhiteNoise: no STATIC_ROOT yet
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
+
+from .live import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,17 +39,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval:
         time.sleep(interval)
 
 
-def process_database_url() -> str:
-    """The URL of the database pytest-django created, for processes the tests start."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or "postgres"
-    return (
-        f"postgres://{user}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-    )
-
-
 @pytest.fixture
 def simulator() -> Iterator[SimulatorThread]:
     """A healthy SMSC on an ephemeral port, answering receipts quickly."""
@@ -62,7 +52,7 @@ class WorkerProcess:
     def __init__(self, smpp_port: int, tmp_path: Path, **env: str):
         self.env = {
             **os.environ,
-            "DATABASE_URL": process_database_url(),
+            "DATABASE_URL": database_url(),
             "SMPP_ADDR": f"127.0.0.1:{smpp_port}",
             "SMPP_RECONNECT_DELAYS": "0.2,0.5,1",
             "SMSAPI_DATA_DIR": str(tmp_path),

@@ -67,13 +67,13 @@ class Server:
 @contextlib.contextmanager
 def daphne(tmp_path: Path, **env: str) -> Iterator[Server]:
     """Run daphne until the block ends; ``env`` adds environment variables
-    (``tests.live_settings`` reads the stream knobs from there)."""
+    (the settings read the stream knobs from there)."""
     sock = listening_socket()
     port = sock.getsockname()[1]
     log_path = tmp_path / f"daphne-{port}.log"
     environment = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
+        "DJANGO_SETTINGS_MODULE": "smsapi.settings",
         "DATABASE_URL": database_url(),
         "PYTHONPATH": str(ROOT),
         **env,

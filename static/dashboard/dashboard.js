@@ -436,7 +436,7 @@
     const box = $("counts");
     box.replaceChildren();
     const total = Object.values(counts).reduce((a, b) => a + b, 0);
-    box.append(el("span", { class: "count total" }, el("strong", { text: total }), " messages"));
+    box.append(el("span", { class: "count total" }, el("strong", { text: total }), total === 1 ? " message" : " messages"));
     for (const state of STATE_ORDER) {
       if (!counts[state]) continue;
       box.append(
