@@ -13,6 +13,10 @@ event, ids from 0 per connection, and waits for the answer before the next
 call. Events come from the store in id order, so a slow client only gets them
 later, never fewer; a client silent for ``EVENTS_ACK_TIMEOUT`` seconds is
 disconnected (close code 4008) and resumes with ``?since=<last event id>``.
+
+With SMSAPI_AUTH=required both need an API key (``messaging.ws_auth`` checks
+it and puts it in ``scope["api_key"]``): calls then act for that key (its
+messages, its rate limit) and the feed carries only its messages' events.
 """
 
 from __future__ import annotations
@@ -60,13 +64,17 @@ def error_text(status: int, detail: str = "") -> str:
     return f"{status} {phrase}: {detail}" if detail else f"{status} {phrase}"
 
 
-def _call_service(method: str, params: dict):
-    """Run a method of ``messaging.sending`` (imported late: it loads DRF serializers)."""
+def _call_service(method: str, params: dict, api_key=None):
+    """Run a method of ``messaging.sending`` (imported late: it loads DRF serializers),
+    within ``api_key``'s rate limit like the HTTP API."""
     from . import sending
+    from .throttling import check_rate, rate_limit_text
 
+    if check_rate(api_key) is not None:
+        return sending.ApiAnswer(429, {"error": rate_limit_text(api_key)})
     if method == "SM.Submit":
-        return sending.send(params)
-    return sending.query(params)
+        return sending.send(params, api_key=api_key)
+    return sending.query(params, api_key=api_key)
 
 
 METHODS = ("SM.Submit", "SM.Query")
@@ -115,7 +123,7 @@ class JsonRpcConsumer(AsyncWebsocketConsumer):
     async def call(self, call_id: Any, method: str, params: dict) -> None:
         service = in_db_thread(_call_service, executor=_rpc_executor)
         try:
-            answer = await service(method, params)
+            answer = await service(method, params, self.scope.get("api_key"))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -158,7 +166,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
             start = parse_start(_first(query, "since"), "since")
-            event_filter = parse_filter(_first(query, "type"), _first(query, "id"))
+            event_filter = parse_filter(_first(query, "type"), _first(query, "id")).owned_by(
+                self.scope.get("api_key")
+            )
         except InvalidParameter as exc:
             await self.accept()
             await self.close(code=CLOSE_BAD_REQUEST, reason=str(exc)[:120])

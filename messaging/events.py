@@ -21,15 +21,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connections, router
-from django.db.models import Max
+from django.db.models import Max, Q
 
-from .models import Event
+from .models import ApiKey, Event
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,8 +70,14 @@ def events_after(
     message_id: int | None = None,
     limit: int = BATCH,
     up_to: int | None = None,
+    api_key_id: int | None = None,
+    incoming: bool = True,
 ) -> list[Event]:
-    """Events with ``last_id < id <= up_to``, oldest first, optionally filtered."""
+    """Events with ``last_id < id <= up_to``, oldest first, optionally filtered.
+
+    With ``api_key_id``: only the events of that key's messages, and incoming
+    messages (which belong to no key) when ``incoming``.
+    """
     events = Event.objects.filter(id__gt=last_id)
     if up_to is not None:
         events = events.filter(id__lte=up_to)
@@ -79,6 +85,11 @@ def events_after(
         events = events.filter(type__in=list(types))
     if message_id is not None:
         events = events.filter(message_id=message_id)
+    if api_key_id is not None:
+        owned = Q(message__api_key_id=api_key_id)
+        if incoming:
+            owned |= Q(type=Event.Type.MO, message__isnull=True)
+        events = events.filter(owned)
     return list(events.order_by("id")[:limit])
 
 
@@ -115,19 +126,33 @@ def format_sse_named(name: str, data: dict) -> str:
 
 @dataclass(frozen=True)
 class EventFilter:
-    """What one listener asked for: ``?type=`` and ``?id=``."""
+    """What one listener asked for (``?type=``, ``?id=``) and may see (its API key)."""
 
     types: tuple[str, ...] = ()
     message_id: int | None = None
+    api_key_id: int | None = None  # set: only this key's messages
+    incoming: bool = True  # with api_key_id: incoming messages too
 
     @property
     def empty(self) -> bool:
-        return not self.types and self.message_id is None
+        return not self.types and self.message_id is None and self.api_key_id is None
+
+    def owned_by(self, api_key: ApiKey | None) -> EventFilter:
+        """This filter narrowed to what ``api_key`` may see (None: everything)."""
+        if api_key is None:
+            return self
+        return replace(self, api_key_id=api_key.pk, incoming=api_key.receive_incoming)
 
     def matches(self, event: Event) -> bool:
         if self.types and event.type not in self.types:
             return False
-        return self.message_id is None or event.message_id == self.message_id
+        if self.message_id is not None and event.message_id != self.message_id:
+            return False
+        if self.api_key_id is None:
+            return True
+        if event.message_id is None:
+            return self.incoming and event.type == Event.Type.MO
+        return event.message.api_key_id == self.api_key_id
 
 
 class InvalidParameter(ValueError):
@@ -139,7 +164,7 @@ def parse_start(value: str | None, name: str) -> int | None:
     if value is None or value.strip() == "":
         return None
     value = value.strip()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise InvalidParameter(f'invalid parameter "{name}"="{value}": an event id expected')
     return int(value)
 
@@ -159,7 +184,7 @@ def parse_filter(type_param: str | None, id_param: str | None) -> EventFilter:
             types.append(item)
     message_id = None
     if id_param is not None and id_param.strip() != "":
-        if not id_param.strip().isdigit():
+        if not (id_param.strip().isascii() and id_param.strip().isdigit()):
             raise InvalidParameter(f'invalid parameter "id"="{id_param}": a message id expected')
         message_id = int(id_param.strip())
     return EventFilter(types=tuple(types), message_id=message_id)
@@ -184,9 +209,7 @@ class EventCursor:
         gap_grace: float | None = None,
     ) -> None:
         self.filter = event_filter or EventFilter()
-        self.gap_grace = (
-            gap_grace if gap_grace is not None else settings.EVENTS_GAP_GRACE
-        )
+        self.gap_grace = gap_grace if gap_grace is not None else settings.EVENTS_GAP_GRACE
         self.position: int | None = start  # the last id looked at (sent or filtered out)
         self._holes: dict[int, float] = {}  # first missing id -> when it was first seen
         # With "new only", whatever lies between the last id at start and the first
@@ -224,6 +247,8 @@ class EventCursor:
                     message_id=self.filter.message_id,
                     limit=limit,
                     up_to=upto,
+                    api_key_id=self.filter.api_key_id,
+                    incoming=self.filter.incoming,
                 )
                 if upto > self.position
                 else []

@@ -255,3 +255,71 @@ class LinkStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker_id}: {self.state}"
+
+
+# --- webhooks (messaging.webhooks) ---------------------------------------------------
+
+
+class WebhookCursor(models.Model):
+    """How far the webhook senders have read the event log: one row, locked while
+    deliveries are planned, so several senders never plan an event twice."""
+
+    name = models.CharField(max_length=32, unique=True)
+    last_event_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: after event {self.last_event_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to POST to one URL, tried until it is answered 2xx or runs out of tries."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # Whose secret signs the body; null: the WEBHOOK_SECRET setting.
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
+    )
+    url = models.URLField(max_length=500)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # When it is due; while a sender posts it, the end of that sender's lease.
+    next_attempt_at = models.DateTimeField()
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due_idx")]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk}: event {self.event_id} to {self.url} ({self.state})"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery and what came of it."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveSmallIntegerField()  # 1 for the first try
+    at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)  # null: no answer
+    error = models.CharField(max_length=200, blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+    response_excerpt = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        outcome = self.status_code if self.status_code is not None else self.error or "no answer"
+        return f"attempt {self.number} of webhook {self.delivery_id}: {outcome}"

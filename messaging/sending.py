@@ -20,7 +20,8 @@ from django.db import DatabaseError, IntegrityError
 from rest_framework.exceptions import ValidationError
 
 from .api_errors import first_error
-from .models import Message, MessagePart
+from .api_keys import scoped_idempotency_key
+from .models import ApiKey, Message, MessagePart
 from .notify import ask_smsc, ring_worker
 from .serializers import SendSerializer, TransitionSerializer
 from .states import FINAL_STATES, State, smpp_state_name
@@ -37,8 +38,15 @@ class ApiAnswer:
     body: dict
 
 
-def send(data: dict, idempotency_key: str | None = None) -> ApiAnswer:
-    """Validate, store and (within ``wait``) see the SMSC accept a message."""
+def send(
+    data: dict, idempotency_key: str | None = None, api_key: ApiKey | None = None
+) -> ApiAnswer:
+    """Validate, store and (within ``wait``) see the SMSC accept a message.
+
+    ``api_key`` (None when authentication is off) owns the message, and its
+    Idempotency-Keys are its own.
+    """
+    idempotency_key = scoped_idempotency_key(idempotency_key, api_key)
     serializer = SendSerializer(data=data)
     try:
         serializer.is_valid(raise_exception=True)
@@ -59,7 +67,8 @@ def send(data: dict, idempotency_key: str | None = None) -> ApiAnswer:
     channel = _new_channel() if wait > 0 else ""
     try:
         (message,) = create_messages(
-            [serializer.new_message(idempotency_key, request_hash)], notify_channel=channel
+            [serializer.new_message(idempotency_key, request_hash, _owner_id(api_key))],
+            notify_channel=channel,
         )
     except IntegrityError:
         if idempotency_key:  # the same key raced us: answer as the first one did
@@ -76,9 +85,12 @@ def send(data: dict, idempotency_key: str | None = None) -> ApiAnswer:
     return answer_for(Message.objects.get(pk=message.pk))
 
 
-def send_batch(items: object, idempotency_key: str | None = None) -> ApiAnswer:
+def send_batch(
+    items: object, idempotency_key: str | None = None, api_key: ApiKey | None = None
+) -> ApiAnswer:
     """Validate every item as /v1/send does, store the valid ones in one
     transaction, and answer per item in order. Nothing waits for the SMSC."""
+    idempotency_key = scoped_idempotency_key(idempotency_key, api_key)
     limit = settings.SMS_BATCH_MAX
     if not isinstance(items, list):
         return ApiAnswer(400, {"error": "a JSON array of send objects expected"})
@@ -106,7 +118,8 @@ def send_batch(items: object, idempotency_key: str | None = None) -> ApiAnswer:
             results.append({"http_status": answer.status, **answer.body})
             continue
         results.append({})
-        accepted.append((position, serializer.new_message(key, _request_hash(item) if key else "")))
+        new = serializer.new_message(key, _request_hash(item) if key else "", _owner_id(api_key))
+        accepted.append((position, new))
     if accepted:
         try:
             messages = create_messages([new for _, new in accepted])
@@ -161,6 +174,10 @@ def answer_for(message: Message) -> ApiAnswer:
     if body["message_id"] is None:
         return ApiAnswer(202, body)
     return ApiAnswer(200, body)
+
+
+def _owner_id(api_key: ApiKey | None) -> int | None:
+    return api_key.pk if api_key is not None else None
 
 
 def _preview(split) -> dict:
@@ -233,8 +250,11 @@ async def _wait_async(message_id: int, channel: str, timeout: float) -> None:
 # --- query -------------------------------------------------------------------------------
 
 
-def query(params: dict) -> ApiAnswer:
-    """The delivery state of a message, by the SMSC's id or ours."""
+def query(params: dict, api_key: ApiKey | None = None) -> ApiAnswer:
+    """The delivery state of a message, by the SMSC's id or ours.
+
+    With ``api_key``, only that key's messages exist: another key's is a 404.
+    """
     from smpp_gateway.receipts import smsc_id_variants
 
     smsc_id = str(params.get("message_id") or "").strip()
@@ -243,15 +263,17 @@ def query(params: dict) -> ApiAnswer:
         return ApiAnswer(400, {"error": 'missing parameter "message_id": message id from send'})
     message = None
     if our_id:
-        if not our_id.isdigit():
+        if not (our_id.isascii() and our_id.isdigit()):
             return ApiAnswer(404, {"error": f'message "{our_id}" not found'})
-        message = Message.objects.filter(pk=int(our_id)).first()
+        messages = Message.objects.filter(pk=int(our_id))
+        if api_key is not None:
+            messages = messages.filter(api_key=api_key)
+        message = messages.first()
     else:
-        part = (
-            MessagePart.objects.filter(smsc_id__in=smsc_id_variants(smsc_id))
-            .select_related("message")
-            .first()
-        )
+        parts = MessagePart.objects.filter(smsc_id__in=smsc_id_variants(smsc_id))
+        if api_key is not None:
+            parts = parts.filter(message__api_key=api_key)
+        part = parts.select_related("message").first()
         message = part.message if part else None
     if message is None:
         return ApiAnswer(404, {"error": f'message "{smsc_id or our_id}" not found'})

@@ -21,6 +21,11 @@ SMPP_ABSOLUTE_TIME = re.compile(r"^(\d{12})(\d)(\d{2})([+-])$")
 SMPP_RELATIVE_TIME = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})\d{3}R$")
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "¹", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _missing(name: str, what: str) -> dict:
     text = f'missing parameter "{name}": {what}'
     return {"required": text, "blank": text, "null": text}
@@ -33,11 +38,16 @@ class ByteField(serializers.CharField):
         self.param_name = name
         super().__init__(required=False, allow_blank=True, **kwargs)
 
+    def run_validation(self, data=serializers.empty):
+        # CharField answers a blank value without calling to_internal_value.
+        value = super().run_validation(data)
+        return 0 if value == "" else value
+
     def to_internal_value(self, data):
         raw = super().to_internal_value(data)
         if raw == "":
             return 0
-        if not raw.isdigit() or int(raw) > 255:
+        if not is_decimal(raw) or int(raw) > 255:
             raise serializers.ValidationError(
                 f'invalid parameter "{self.param_name}"="{raw}": must be a number from 0 to 255'
             )
@@ -47,7 +57,7 @@ class ByteField(serializers.CharField):
 def parse_time(value: str, name: str, now: datetime) -> datetime:
     """Seconds from now, ISO 8601, or an SMPP absolute/relative time."""
     value = value.strip()
-    if value.isdigit() and len(value) < 10:
+    if is_decimal(value) and len(value) < 10:
         return now + timedelta(seconds=int(value))
     if match := SMPP_RELATIVE_TIME.match(value):
         y, mo, d, h, mi, s = (int(g) for g in match.groups())
@@ -107,7 +117,7 @@ class SendSerializer(serializers.Serializer):
     def validate_priority(self, value: str) -> int:
         if value in ("", None):
             return 0
-        if not value.isdigit() or int(value) > 3:
+        if not is_decimal(value) or int(value) > 3:
             raise serializers.ValidationError(
                 f'invalid parameter "priority"="{value}": must be 0, 1, 2 or 3'
             )
@@ -149,7 +159,12 @@ class SendSerializer(serializers.Serializer):
             raise serializers.ValidationError({"enc": str(exc)}) from exc
         return attrs
 
-    def new_message(self, idempotency_key: str | None = None, request_hash: str = "") -> NewMessage:
+    def new_message(
+        self,
+        idempotency_key: str | None = None,
+        request_hash: str = "",
+        api_key_id: int | None = None,
+    ) -> NewMessage:
         data = self.validated_data
         return NewMessage(
             dst=data["dst"],
@@ -169,6 +184,7 @@ class SendSerializer(serializers.Serializer):
             callback_url=data.get("callback_url", ""),
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            api_key_id=api_key_id,
         )
 
 

@@ -23,6 +23,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
+from .api_keys import KeyRejected, auth_required
+from .authentication import request_api_key, unauthorized
 from .events import (
     EventCursor,
     EventFilter,
@@ -168,9 +170,19 @@ async def event_stream(
 
 @require_GET
 async def sse_view(request: HttpRequest) -> HttpResponse:
-    """GET /v1/sse[?since=<event id>][&type=receipt,mo,status][&id=<message id>][&link=1]"""
+    """GET /v1/sse[?since=<event id>][&type=receipt,mo,status][&id=<message id>][&link=1]
+
+    With SMSAPI_AUTH=required, a key (``Authorization: Bearer`` or ``?api_key=``,
+    as EventSource cannot set headers) sees its own messages' events only.
+    """
     try:
-        event_filter = parse_filter(request.GET.get("type"), request.GET.get("id"))
+        api_key = await in_db_thread(request_api_key)(request) if auth_required() else None
+    except KeyRejected as exc:
+        return unauthorized(str(exc))
+    try:
+        event_filter = parse_filter(request.GET.get("type"), request.GET.get("id")).owned_by(
+            api_key
+        )
         since = parse_start(request.GET.get("since"), "since")
     except InvalidParameter as exc:
         return JsonResponse({"error": str(exc)}, status=400)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import (
@@ -26,13 +26,13 @@ from .models import (
     IncomingMessage,
     Message,
     MessagePart,
-    Receipt,
     StateTransition,
 )
 from .outbound import split_for_smsc
 from .reassembly import Fragment, assemble
 from .splitting import SplitResult
 from .states import RECEIPT_STATE, State, derive_message_state, is_final
+from .store_sql import Sql, aware
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class SubmitOutcome:
     FAILED = "failed"  # the SMSC refused it for good
     RETRY = "retry"  # refused for now (throttled, queue full...): try again later
     UNKNOWN = "unknown"  # no answer (timeout, lost link): requeue, maybe duplicated
+    UNSENT = "unsent"  # claimed but never sent (the link went first): requeue as it was
 
     part_id: int
     outcome: str
@@ -198,16 +199,30 @@ class StoreChanges:
 
 def status_event_payload(message: Message, state: str) -> dict:
     """The event clients see when a message changes state."""
+    return _status_payload(
+        message.pk,
+        message.src,
+        message.dst,
+        message.reference,
+        message.command_status,
+        message.error_code,
+        state,
+    )
+
+
+def _status_payload(
+    message_id: int, src: str, dst: str, reference: str, command_status, error_code, state: str
+) -> dict:
     return {
         "type": "status",
-        "id": str(message.pk),
-        "src": message.src,
-        "dst": message.dst,
+        "id": str(message_id),
+        "src": src,
+        "dst": dst,
         "text": "",
         "state": state,
-        "reference": message.reference,
-        "command_status": message.command_status,
-        "error_code": message.error_code,
+        "reference": reference,
+        "command_status": command_status,
+        "error_code": error_code,
     }
 
 
@@ -293,74 +308,153 @@ def create_messages(new_messages: Sequence[NewMessage], notify_channel: str = ""
 
 
 # --- the worker's side -----------------------------------------------------------
+#
+# The worker's calls (claim_parts, record_results) run thousands of times a
+# second: they use raw SQL (store_sql) and rows held as small objects rather
+# than model instances. The rules are the ones the ORM paths below follow,
+# shared through ``_settlement``.
+
+_PART_COLUMNS = (
+    "state",
+    "command_status",
+    "bind_id",
+    "sequence_number",
+    "lease_until",
+    "smsc_id",
+    "submitted_at",
+    "final_at",
+    "next_attempt_at",
+    "possibly_duplicated",
+    "error_code",
+    "attempts",
+)
+_MESSAGE_COLUMNS = (
+    "state",
+    "updated_at",
+    "possibly_duplicated",
+    "command_status",
+    "error_code",
+    "submitted_at",
+    "final_at",
+)
+_TRANSITION_COLUMNS = ("message_id", "from_state", "to_state", "command_status", "detail", "at")
+_EVENT_COLUMNS = ("type", "message_id", "payload", "created_at")
+_RECEIPT_COLUMNS = (
+    "smsc_id",
+    "part_id",
+    "message_id",
+    "stat",
+    "message_state",
+    "error_code",
+    "submitted_date",
+    "done_date",
+    "source_addr",
+    "destination_addr",
+    "raw_text",
+    "tlvs",
+    "received_at",
+    "matched_at",
+)
 
 
 def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedPart]:
     """Take up to ``limit`` due parts for this worker, oldest first.
 
     On PostgreSQL the rows are locked with SKIP LOCKED, so several workers
-    share the queue without taking the same part twice.
+    share the queue without taking the same part twice. Past its validity a
+    part is left for ``expire_overdue`` instead of being sent.
     """
     now = timezone.now()
-    with transaction.atomic():
-        ids = list(
-            MessagePart.objects.select_for_update(skip_locked=True)
-            .filter(state=State.QUEUED, next_attempt_at__lte=now)
-            # Past its validity it expires (expire_overdue) instead of being sent.
-            .exclude(message__validity_until__lte=now)
-            .order_by("next_attempt_at", "id")
-            .values_list("id", flat=True)[:limit]
-        )
-        if not ids:
-            return []
-        MessagePart.objects.filter(id__in=ids).update(
-            state=State.SUBMITTING,
-            worker=worker_id,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=F("attempts") + 1,
-        )
-        rows = list(
-            MessagePart.objects.filter(id__in=ids)
-            .select_related("message")
-            .order_by("next_attempt_at", "id")
-        )
-        changes = StoreChanges()
-        moved = {}
-        for part in rows:
-            message = part.message
-            if message.state == State.QUEUED and message.pk not in moved:
-                moved[message.pk] = message
-                changes.transition(message, State.SUBMITTING)
-        if moved:
-            Message.objects.filter(id__in=list(moved), state=State.QUEUED).update(
-                state=State.SUBMITTING, updated_at=now
+    with transaction.atomic(), Sql() as sql:
+        # Oldest first, walking part_claim_idx (state, next_attempt_at) and stopping at
+        # the limit; SQLite's index ends with the id, PostgreSQL's would need sorting
+        # every due part for it (the batch itself is put in id order below).
+        due = (
+            "SELECT p.id FROM messaging_messagepart p "
+            "JOIN messaging_message m ON m.id = p.message_id "
+            "WHERE p.state = %s AND p.next_attempt_at <= %s "
+            "AND (m.validity_until IS NULL OR m.validity_until > %s) "
+            + (
+                "ORDER BY p.next_attempt_at LIMIT %s"
+                if sql.postgres
+                else "ORDER BY p.next_attempt_at, p.id LIMIT %s"
             )
-        changes.flush()
-    return [_claimed(part) for part in rows]
-
-
-def _claimed(part: MessagePart) -> ClaimedPart:
-    m = part.message
-    return ClaimedPart(
-        part_id=part.pk,
-        message_id=m.pk,
-        index=part.index,
-        src=m.src,
-        src_ton=m.src_ton,
-        src_npi=m.src_npi,
-        dst=m.dst,
-        dst_ton=m.dst_ton,
-        dst_npi=m.dst_npi,
-        data_coding=m.data_coding,
-        esm_class=part.esm_class,
-        short_message=bytes(part.short_message),
-        sar=(part.sar_ref, part.sar_total, part.sar_seq) if part.sar_ref is not None else None,
-        use_payload=part.use_payload,
-        register=m.register,
-        priority=m.priority,
-        validity_until=m.validity_until,
-        attempts=part.attempts,
-    )
+        )
+        returning = (
+            'RETURNING p.id, p.message_id, p."index", p.esm_class, p.short_message, p.sar_ref, '
+            "p.sar_total, p.sar_seq, p.use_payload, p.attempts, p.next_attempt_at"
+        )
+        if not sql.postgres:  # SQLite's RETURNING takes bare column names only
+            returning = returning.replace("p.", "")
+        params = [State.SUBMITTING, worker_id, sql.dt(now + timedelta(seconds=lease_seconds))]
+        params += [State.QUEUED, sql.dt(now), sql.dt(now), limit]
+        if sql.postgres:
+            rows = sql.execute(
+                # Skipping the messages locked too: a claim never waits for a batch of
+                # results (which locks the messages it settles), so they never deadlock.
+                f"WITH due AS ({due} FOR UPDATE OF p, m SKIP LOCKED) "
+                "UPDATE messaging_messagepart p SET state = %s, worker = %s, lease_until = %s, "
+                f"attempts = p.attempts + 1 FROM due WHERE p.id = due.id {returning}",
+                params[3:] + params[:3],
+            )
+        else:
+            rows = sql.execute(
+                "UPDATE messaging_messagepart SET state = %s, worker = %s, "
+                f"lease_until = %s, attempts = attempts + 1 WHERE id IN ({due}) {returning}",
+                params,
+            )
+        if not rows:
+            return []
+        rows.sort(key=lambda r: (aware(r[10]), r[0]))
+        message_ids = sorted({r[1] for r in rows})
+        where, where_params = sql.in_list("id", message_ids)
+        moved = sql.execute(
+            f"UPDATE messaging_message SET state = %s, updated_at = %s "
+            f"WHERE {where} AND state = %s RETURNING id",
+            [State.SUBMITTING, sql.dt(now), *where_params, State.QUEUED],
+        )
+        sql.insert_rows(
+            "messaging_statetransition",
+            _TRANSITION_COLUMNS,
+            [
+                (message_id, State.QUEUED, State.SUBMITTING, None, "", sql.dt(now))
+                for message_id in sorted(r[0] for r in moved)
+            ],
+        )
+        messages = {
+            r[0]: r
+            for r in sql.execute(
+                "SELECT id, src, src_ton, src_npi, dst, dst_ton, dst_npi, data_coding, register, "
+                f"priority, validity_until FROM messaging_message WHERE {where}",
+                where_params,
+            )
+        }
+    claimed = []
+    for part_id, message_id, index, esm, short, ref, total, seq, payload, attempts, _ in rows:
+        m = messages[message_id]
+        claimed.append(
+            ClaimedPart(
+                part_id=part_id,
+                message_id=message_id,
+                index=index,
+                src=m[1],
+                src_ton=m[2],
+                src_npi=m[3],
+                dst=m[4],
+                dst_ton=m[5],
+                dst_npi=m[6],
+                data_coding=m[7],
+                esm_class=esm,
+                short_message=bytes(short),
+                sar=(ref, total, seq) if ref is not None else None,
+                use_payload=bool(payload),
+                register=m[8],
+                priority=m[9],
+                validity_until=aware(m[10]),
+                attempts=attempts,
+            )
+        )
+    return claimed
 
 
 def record_submit_outcomes(
@@ -371,77 +465,457 @@ def record_submit_outcomes(
     A part that would be tried again fails after ``max_attempts`` and expires
     when the next try would come after its message's validity.
     """
-    outcomes = list(outcomes)
-    if not outcomes:
+    return record_results(list(outcomes), (), max_attempts)
+
+
+def store_receipts(receipts: Sequence[ReceiptIn]) -> Notifications:
+    """Keep every receipt; match those whose part is known; settle their messages.
+
+    A receipt whose id matches no part yet is kept unmatched: its part may be
+    waiting for its submit_sm_resp, and ``record_submit_outcomes`` matches it then.
+    """
+    return record_results((), receipts)
+
+
+def record_results(
+    outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn], max_attempts: int = 10
+) -> Notifications:
+    """``record_submit_outcomes(outcomes)`` then ``store_receipts(receipts)``, in one
+    transaction: the same rows, transitions and events as the two calls, with a
+    few statements for the whole batch instead of several per message."""
+    if not outcomes and not receipts:
         return Notifications()
-    with transaction.atomic():
-        changes = StoreChanges()
-        parts = {
-            p.pk: p
-            for p in MessagePart.objects.select_for_update(of=("self",))
-            .select_related("message")
-            .filter(id__in=[o.part_id for o in outcomes])
-        }
-        touched: set[int] = set()
-        updated: list[MessagePart] = []
+    with transaction.atomic(), Sql() as sql:
+        batch = _ResultBatch(sql)
+        batch.load(outcomes, receipts)
+        if outcomes:
+            batch.apply_outcomes(outcomes, max_attempts)
+        if receipts:
+            batch.apply_receipts(receipts)
+        return batch.write()
+
+
+class _PartRow:
+    __slots__ = ("id", "message_id", "index", "dirty", *_PART_COLUMNS)
+
+
+class _MessageRow:
+    __slots__ = (
+        "id",
+        "src",
+        "dst",
+        "reference",
+        "parts_count",
+        "notify_channel",
+        "validity_until",
+        "parts",
+        "dirty",
+        *_MESSAGE_COLUMNS,
+    )
+
+
+class _ReceiptRow:
+    """A receipt being stored or matched; ``id`` is None for a new one."""
+
+    __slots__ = ("id", "receipt", "part", "matched_at")
+
+    def __init__(self, receipt: ReceiptIn, part: _PartRow | None, matched_at, id_=None):
+        self.id = id_
+        self.receipt = receipt
+        self.part = part
+        self.matched_at = matched_at
+
+
+class _ResultBatch:
+    """The parts and messages a batch of results touches, changed in memory, written once."""
+
+    def __init__(self, sql: Sql):
+        self.sql = sql
+        self.now = timezone.now()
+        self.parts: dict[int, _PartRow] = {}
+        self.messages: dict[int, _MessageRow] = {}
+        self.new_receipts: list[_ReceiptRow] = []
+        self.matched_receipts: list[_ReceiptRow] = []
+        self.transitions: list[tuple] = []
+        self.events: list[tuple] = []
+        self.notifications = Notifications()
+        self.waiting: list[tuple] = []  # unmatched receipts for this batch's new SMSC ids
+        self.wanted: dict[str, str] = {}  # receipt id variant -> the new SMSC id it stands for
+
+    # --- reading ---------------------------------------------------------------------
+
+    def load(self, outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn]) -> None:
+        """Lock and read every part (and its message) the results may touch."""
+        from smpp_gateway.receipts import smsc_id_variants  # the SMPP id rules live there
+
+        sql = self.sql
         for outcome in outcomes:
-            part = parts.get(outcome.part_id)
+            if outcome.smsc_id:
+                for variant in smsc_id_variants(outcome.smsc_id):
+                    self.wanted.setdefault(variant, outcome.smsc_id)
+        if self.wanted:
+            # Receipts that overtook their submit_sm_resp (usually none).
+            where, params = sql.in_list("smsc_id", list(self.wanted))
+            self.waiting = sql.execute(
+                "SELECT id, smsc_id, stat, message_state, error_code, source_addr, "
+                f"destination_addr, raw_text FROM messaging_receipt "
+                f"WHERE matched_at IS NULL AND {where} ORDER BY id DESC"
+                + (" FOR UPDATE" if sql.postgres else ""),
+                params,
+            )
+        conditions, params = [], []
+        part_ids = [o.part_id for o in outcomes]
+        if part_ids:
+            where, more = sql.in_list("id", part_ids)
+            conditions.append(where)
+            params += more
+        smsc_ids = {v for r in receipts for v in r.smsc_id_variants}
+        if self.waiting:
+            smsc_ids |= set(self.wanted.values())
+        if smsc_ids:
+            where, more = sql.in_list("smsc_id", list(smsc_ids))
+            conditions.append(where)
+            params += more
+        if not conditions:
+            return
+        message_ids = [
+            r[0]
+            for r in sql.execute(
+                "SELECT DISTINCT message_id FROM messaging_messagepart "
+                f"WHERE {' OR '.join(conditions)}",
+                params,
+            )
+        ]
+        if not message_ids:
+            return
+        # By explicit ids: the planner then walks the indexes instead of a join's scan.
+        parts_where, params = sql.in_list("p.message_id", message_ids)
+        messages_where, more = sql.in_list("m.id", message_ids)
+        rows = sql.execute(
+            'SELECT p.id, p.message_id, p."index", p.state, p.command_status, p.bind_id, '
+            "p.sequence_number, p.lease_until, p.smsc_id, p.submitted_at, p.final_at, "
+            "p.next_attempt_at, p.possibly_duplicated, p.error_code, p.attempts, "
+            "m.src, m.dst, m.reference, m.parts_count, m.notify_channel, m.validity_until, "
+            "m.state, m.updated_at, m.possibly_duplicated, m.command_status, m.error_code, "
+            "m.submitted_at, m.final_at "
+            "FROM messaging_messagepart p JOIN messaging_message m ON m.id = p.message_id "
+            f"WHERE {parts_where} AND {messages_where} "
+            'ORDER BY p.message_id, p."index"' + (" FOR UPDATE" if sql.postgres else ""),
+            params + more,
+        )
+        for row in rows:
+            part = _PartRow()
+            part.id, part.message_id, part.index = row[0], row[1], row[2]
+            (
+                part.state,
+                part.command_status,
+                part.bind_id,
+                part.sequence_number,
+                part.lease_until,
+                part.smsc_id,
+                part.submitted_at,
+                part.final_at,
+                part.next_attempt_at,
+                part.possibly_duplicated,
+                part.error_code,
+                part.attempts,
+            ) = row[3:15]
+            part.dirty = False
+            self.parts[part.id] = part
+            message = self.messages.get(part.message_id)
+            if message is None:
+                message = _MessageRow()
+                message.id = part.message_id
+                (
+                    message.src,
+                    message.dst,
+                    message.reference,
+                    message.parts_count,
+                    message.notify_channel,
+                    message.validity_until,
+                    message.state,
+                    message.updated_at,
+                    message.possibly_duplicated,
+                    message.command_status,
+                    message.error_code,
+                    message.submitted_at,
+                    message.final_at,
+                ) = row[15:]
+                message.parts = []
+                message.dirty = False
+                self.messages[message.id] = message
+            message.parts.append(part)
+
+    # --- what the SMSC said ------------------------------------------------------------
+
+    def apply_outcomes(self, outcomes: Sequence[SubmitOutcome], max_attempts: int) -> None:
+        """As ``record_submit_outcomes``: the parts' new states, waiting receipts, settling."""
+        now = self.now
+        touched: set[int] = set()
+        for outcome in outcomes:
+            part = self.parts.get(outcome.part_id)
             if part is None or part.state != State.SUBMITTING:
                 # Already settled (e.g. its receipt overtook the response): only keep the id.
                 if part is not None and outcome.smsc_id and not part.smsc_id:
                     part.smsc_id = outcome.smsc_id
-                    updated.append(part)
+                    part.dirty = True
                 continue
             part.command_status = outcome.command_status
             part.bind_id = outcome.bind_id
             part.sequence_number = outcome.sequence
             part.lease_until = None
-            if outcome.outcome == SubmitOutcome.SUBMITTED:
+            kind = outcome.outcome
+            if kind == SubmitOutcome.SUBMITTED:
                 part.state = State.SUBMITTED
                 part.smsc_id = outcome.smsc_id
-                part.submitted_at = changes.now
-            elif outcome.outcome == SubmitOutcome.FAILED:
+                part.submitted_at = now
+            elif kind == SubmitOutcome.FAILED:
                 part.state = State.FAILED
-                part.final_at = changes.now
+                part.final_at = now
+            elif kind == SubmitOutcome.UNSENT:
+                # Claimed but never sent: back to the queue as it was.
+                part.state = State.QUEUED
+                part.next_attempt_at = now
+                part.attempts = max(0, part.attempts - 1)
             else:
-                retry_at = outcome.retry_at or changes.now
-                validity = part.message.validity_until
-                if outcome.outcome == SubmitOutcome.UNKNOWN:
+                retry_at = outcome.retry_at or now
+                validity = aware(self.messages[part.message_id].validity_until)
+                if kind == SubmitOutcome.UNKNOWN:
                     # It may have reached the SMSC: send again, and say so.
                     part.possibly_duplicated = True
                 if validity is not None and retry_at > validity:
                     part.state = State.EXPIRED
-                    part.final_at = changes.now
+                    part.final_at = now
                 elif part.attempts >= max_attempts:
                     part.state = State.FAILED
-                    part.final_at = changes.now
+                    part.final_at = now
                 else:
                     part.state = State.QUEUED
                     part.next_attempt_at = retry_at
-            updated.append(part)
+            part.dirty = True
             touched.add(part.message_id)
-        if updated:
-            MessagePart.objects.bulk_update(
-                updated,
+        if self.waiting:
+            touched |= self._match_waiting()
+        self.settle(touched, {o.part_id: o for o in outcomes})
+
+    def _match_waiting(self) -> set[int]:
+        """Attach receipts kept unmatched to the parts that just got their SMSC id."""
+        by_smsc_id = {p.smsc_id: p for p in self._parts_in_order() if p.smsc_id}
+        matched = []
+        for row in self.waiting:
+            receipt_id, smsc_id, stat, state, error, source, destination, text = row
+            part = by_smsc_id.get(self.wanted[smsc_id])
+            if part is None:
+                continue
+            receipt = ReceiptIn(
+                smsc_id=smsc_id,
+                smsc_id_variants=(),
+                stat=stat,
+                message_state=state,
+                error_code=error,
+                submitted_date=None,
+                done_date=None,
+                source_addr=source,
+                destination_addr=destination,
+                raw_text=text,
+                tlvs={},
+            )
+            matched.append(_ReceiptRow(receipt, part, self.now, receipt_id))
+        self.matched_receipts += matched
+        return self._apply(matched)
+
+    def apply_receipts(self, receipts: Sequence[ReceiptIn]) -> None:
+        """As ``store_receipts``: keep every receipt, match, move parts, settle."""
+        by_smsc_id = {p.smsc_id: p for p in self._parts_in_order() if p.smsc_id}
+        rows = []
+        for receipt in receipts:
+            part = next((by_smsc_id[v] for v in receipt.smsc_id_variants if v in by_smsc_id), None)
+            rows.append(_ReceiptRow(receipt, part, self.now if part else None))
+            if part is None:
+                logger.info("receipt for unknown id %s kept unmatched", receipt.smsc_id)
+        self.new_receipts += rows
+        self.settle(self._apply([r for r in rows if r.part is not None]))
+
+    def _parts_in_order(self) -> list[_PartRow]:
+        # The ORM read parts by (message_id, index): the last one with an id wins.
+        return [p for m in sorted(self.messages) for p in self.messages[m].parts]
+
+    def _apply(self, rows: list[_ReceiptRow]) -> set[int]:
+        """Move matched parts to the state their receipt reports; one event each."""
+        now = self.now
+        touched: set[int] = set()
+        for row in rows:
+            receipt, part = row.receipt, row.part
+            message = self.messages[part.message_id]
+            new_state = RECEIPT_STATE.get(receipt.message_state or 0)
+            if new_state and not is_final(part.state):
+                part.state = new_state
+                part.final_at = now
+                part.error_code = receipt.error_code
+                if part.submitted_at is None:
+                    part.submitted_at = now
+                part.dirty = True
+                touched.add(part.message_id)
+            self.events.append(
+                (
+                    "receipt",
+                    message.id,
+                    {
+                        "type": "receipt",
+                        "src": receipt.source_addr,
+                        "dst": receipt.destination_addr,
+                        "text": receipt.raw_text,
+                        "id": str(message.id),
+                        "message_id": receipt.smsc_id,
+                        "state": receipt.stat,
+                        "error_code": receipt.error_code,
+                        "part": part.index,
+                        "parts": message.parts_count,
+                        "reference": message.reference,
+                    },
+                )
+            )
+        return touched
+
+    def settle(
+        self, message_ids: set[int], outcomes_by_part: dict[int, SubmitOutcome] | None = None
+    ) -> None:
+        """Derive each message's state from its parts and record what changed."""
+        now = self.now
+        for message_id in sorted(message_ids):
+            message = self.messages[message_id]
+            result = _settlement(
+                message.state,
+                message.possibly_duplicated,
+                message.submitted_at,
+                bool(message.notify_channel),
                 [
-                    "state",
-                    "command_status",
-                    "bind_id",
-                    "sequence_number",
-                    "lease_until",
-                    "smsc_id",
-                    "submitted_at",
-                    "final_at",
-                    "next_attempt_at",
-                    "possibly_duplicated",
+                    (p.id, p.state, p.command_status, p.error_code, p.possibly_duplicated)
+                    for p in message.parts
+                ],
+                outcomes_by_part,
+                "",
+                now,
+            )
+            if result.notify:
+                self.notifications.waiters[message.notify_channel].append(message_id)
+            if not result.fields:
+                continue
+            old_state = message.state
+            for name, value in result.fields.items():
+                setattr(message, name, value)
+            message.dirty = True
+            if result.new_state != old_state:
+                self.transitions.append(
+                    (message_id, old_state, result.new_state, result.status, result.note[:200])
+                )
+                self.events.append(
+                    (
+                        "status",
+                        message_id,
+                        _status_payload(
+                            message_id,
+                            message.src,
+                            message.dst,
+                            message.reference,
+                            message.command_status,
+                            message.error_code,
+                            result.new_state,
+                        ),
+                    )
+                )
+
+    # --- writing -----------------------------------------------------------------------
+
+    def write(self) -> Notifications:
+        sql, dt = self.sql, self.sql.dt
+        now = dt(self.now)
+        sql.update_rows(
+            "messaging_messagepart",
+            _PART_COLUMNS,
+            [
+                (
+                    p.state,
+                    p.command_status,
+                    p.bind_id,
+                    p.sequence_number,
+                    dt(p.lease_until),
+                    p.smsc_id,
+                    dt(p.submitted_at),
+                    dt(p.final_at),
+                    dt(p.next_attempt_at),
+                    p.possibly_duplicated,
+                    p.error_code,
+                    p.attempts,
+                    p.id,
+                )
+                for p in self.parts.values()
+                if p.dirty
+            ],
+        )
+        sql.update_rows(
+            "messaging_message",
+            _MESSAGE_COLUMNS,
+            [
+                (
+                    m.state,
+                    dt(m.updated_at),
+                    m.possibly_duplicated,
+                    m.command_status,
+                    m.error_code,
+                    dt(m.submitted_at),
+                    dt(m.final_at),
+                    m.id,
+                )
+                for m in self.messages.values()
+                if m.dirty
+            ],
+        )
+        sql.update_rows(
+            "messaging_receipt",
+            ("part_id", "message_id", "matched_at"),
+            [(r.part.id, r.part.message_id, now, r.id) for r in self.matched_receipts],
+        )
+        sql.insert_rows(
+            "messaging_receipt",
+            _RECEIPT_COLUMNS,
+            [
+                (
+                    r.smsc_id,
+                    row.part.id if row.part else None,
+                    row.part.message_id if row.part else None,
+                    r.stat,
+                    r.message_state,
+                    r.error_code,
+                    dt(r.submitted_date),
+                    dt(r.done_date),
+                    r.source_addr,
+                    r.destination_addr,
+                    r.raw_text,
+                    sql.json(r.tlvs),
+                    now,
+                    now if row.part else None,
+                )
+                for row in self.new_receipts
+                for r in (row.receipt,)
+            ],
+        )
+        sql.insert_rows(
+            "messaging_statetransition",
+            _TRANSITION_COLUMNS,
+            [(*t, now) for t in self.transitions],
+        )
+        if self.events:
+            sql.insert_rows(
+                "messaging_event",
+                _EVENT_COLUMNS,
+                [
+                    (kind, message_id, sql.json(payload), now)
+                    for kind, message_id, payload in self.events
                 ],
             )
-        # Receipts that arrived before their submit_sm_resp can be matched now.
-        fresh_ids = [o.smsc_id for o in outcomes if o.smsc_id]
-        if fresh_ids:
-            touched |= _match_waiting_receipts(fresh_ids, changes)
-        _settle_messages(touched, changes, outcomes_by_part={o.part_id: o for o in outcomes})
-        return changes.flush()
+            self.notifications.last_event_id = sql.last_id("messaging_event")
+        return self.notifications
 
 
 def requeue_abandoned(all_in_flight: bool = False) -> int:
@@ -490,125 +964,68 @@ def expire_overdue() -> Notifications:
         return changes.flush()
 
 
-# --- receipts --------------------------------------------------------------------
-
-
-def store_receipts(receipts: Sequence[ReceiptIn]) -> Notifications:
-    """Keep every receipt; match those whose part is known; settle their messages.
-
-    A receipt whose id matches no part yet is kept unmatched: its part may be
-    waiting for its submit_sm_resp, and ``record_submit_outcomes`` matches it then.
-    """
-    if not receipts:
-        return Notifications()
-    with transaction.atomic():
-        changes = StoreChanges()
-        variants = {v for r in receipts for v in r.smsc_id_variants}
-        parts_by_id: dict[str, MessagePart] = {}
-        for part in MessagePart.objects.select_for_update().filter(smsc_id__in=variants):
-            parts_by_id[part.smsc_id] = part
-        rows = []
-        for r in receipts:
-            part = next((parts_by_id[v] for v in r.smsc_id_variants if v in parts_by_id), None)
-            rows.append(
-                Receipt(
-                    smsc_id=r.smsc_id,
-                    part=part,
-                    message_id=part.message_id if part else None,
-                    stat=r.stat,
-                    message_state=r.message_state,
-                    error_code=r.error_code,
-                    submitted_date=r.submitted_date,
-                    done_date=r.done_date,
-                    source_addr=r.source_addr,
-                    destination_addr=r.destination_addr,
-                    raw_text=r.raw_text,
-                    tlvs=r.tlvs,
-                    received_at=changes.now,
-                    matched_at=changes.now if part else None,
-                )
-            )
-        Receipt.objects.bulk_create(rows)
-        touched = _apply_receipts([r for r in rows if r.part is not None], changes)
-        for row in rows:
-            if row.part is None:
-                logger.info("receipt for unknown id %s kept unmatched", row.smsc_id)
-        _settle_messages(touched, changes)
-        return changes.flush()
-
-
-def _match_waiting_receipts(smsc_ids: list[str], changes: StoreChanges) -> set[int]:
-    """Attach unmatched receipts to parts that just got their SMSC id."""
-    from smpp_gateway.receipts import smsc_id_variants  # the SMPP id rules live there
-
-    wanted: dict[str, str] = {}
-    for smsc_id in smsc_ids:
-        for variant in smsc_id_variants(smsc_id):
-            wanted.setdefault(variant, smsc_id)
-    waiting = list(
-        Receipt.objects.select_for_update().filter(matched_at__isnull=True, smsc_id__in=wanted)
-    )
-    if not waiting:
-        return set()
-    parts = {
-        p.smsc_id: p
-        for p in MessagePart.objects.select_for_update().filter(smsc_id__in=set(wanted.values()))
-    }
-    matched = []
-    for receipt in waiting:
-        part = parts.get(wanted[receipt.smsc_id])
-        if part is None:
-            continue
-        receipt.part = part
-        receipt.message_id = part.message_id
-        receipt.matched_at = changes.now
-        matched.append(receipt)
-    Receipt.objects.bulk_update(matched, ["part", "message", "matched_at"])
-    return _apply_receipts(matched, changes)
-
-
-def _apply_receipts(receipts: list[Receipt], changes: StoreChanges) -> set[int]:
-    """Move matched parts to the state their receipt reports; one event each."""
-    touched: set[int] = set()
-    changed_parts: dict[int, MessagePart] = {}
-    messages = Message.objects.in_bulk({r.message_id for r in receipts})
-    for receipt in receipts:
-        part = changed_parts.get(receipt.part.pk, receipt.part)
-        message = messages[receipt.message_id]
-        new_state = RECEIPT_STATE.get(receipt.message_state or 0)
-        if new_state and not is_final(part.state):
-            part.state = new_state
-            part.final_at = changes.now
-            part.error_code = receipt.error_code
-            if part.submitted_at is None:
-                part.submitted_at = changes.now
-            changed_parts[part.pk] = part
-            touched.add(part.message_id)
-        changes.event(
-            "receipt",
-            {
-                "type": "receipt",
-                "src": receipt.source_addr,
-                "dst": receipt.destination_addr,
-                "text": receipt.raw_text,
-                "id": str(message.pk),
-                "message_id": receipt.smsc_id,
-                "state": receipt.stat,
-                "error_code": receipt.error_code,
-                "part": part.index,
-                "parts": message.parts_count,
-                "reference": message.reference,
-            },
-            message_id=message.pk,
-        )
-    if changed_parts:
-        MessagePart.objects.bulk_update(
-            list(changed_parts.values()), ["state", "final_at", "error_code", "submitted_at"]
-        )
-    return touched
-
-
 # --- settling message states -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """What settling one message decided; no ``fields``: nothing to write."""
+
+    new_state: str
+    fields: dict
+    status: int | None
+    note: str
+    notify: bool
+
+
+def _settlement(
+    state: str,
+    duplicated: bool,
+    submitted_at: datetime | None,
+    has_waiter: bool,
+    parts: Sequence[tuple],
+    outcomes_by_part: dict[int, SubmitOutcome] | None,
+    detail: str,
+    now: datetime,
+) -> _Settled:
+    """The rule, in one place: a message's state and fields from its parts.
+
+    ``parts`` are (id, state, command_status, error_code, possibly_duplicated)
+    in index order. A waiting request is told once the SMSC has answered for
+    the message, or when a part went back to the queue after an attempt (it
+    answers 202 rather than wait on).
+    """
+    new_state = derive_message_state(p[1] for p in parts)
+    failing = next((p for p in parts if p[1] == State.FAILED), None)
+    dup = any(p[4] for p in parts)
+    waiting_over = new_state not in (State.QUEUED, State.SUBMITTING) or (
+        outcomes_by_part is not None and any(p[0] in outcomes_by_part for p in parts)
+    )
+    if new_state == state and dup == duplicated:
+        notify = has_waiter and waiting_over and new_state != State.SUBMITTING
+        return _Settled(new_state, {}, None, "", notify)
+    outcome = outcomes_by_part and next(
+        (outcomes_by_part[p[0]] for p in parts if p[0] in outcomes_by_part), None
+    )
+    status = failing[2] if failing else (outcome.command_status if outcome else None)
+    note = detail or (outcome.detail if outcome else "")
+    fields = {"state": new_state, "updated_at": now, "possibly_duplicated": dup}
+    if failing:
+        fields["command_status"] = failing[2]
+    errors = [p[3] for p in parts if p[3]]
+    if errors:
+        fields["error_code"] = errors[0]
+    if new_state == State.SUBMITTED and submitted_at is None:
+        fields["submitted_at"] = now
+    if is_final(new_state):
+        fields["final_at"] = now
+        if submitted_at is None and new_state != State.FAILED:
+            fields["submitted_at"] = now
+    notify = has_waiter and (
+        new_state not in (State.QUEUED, State.SUBMITTING)
+        or (new_state == State.QUEUED and waiting_over)
+    )
+    return _Settled(new_state, fields, status, note, notify)
 
 
 def _settle_messages(
@@ -617,7 +1034,7 @@ def _settle_messages(
     outcomes_by_part: dict[int, SubmitOutcome] | None = None,
     detail: str = "",
 ) -> None:
-    """Derive each message's state from its parts and record what changed."""
+    """Derive each message's state from its parts and record what changed (ORM paths)."""
     if not message_ids:
         return
     part_rows = MessagePart.objects.filter(message_id__in=message_ids).values_list(
@@ -625,47 +1042,30 @@ def _settle_messages(
     )
     by_message: dict[int, list[tuple]] = defaultdict(list)
     for row in part_rows:
-        by_message[row[0]].append(row)
+        by_message[row[0]].append(row[1:])
     messages = Message.objects.select_for_update().in_bulk(list(message_ids))
     for message_id, rows in by_message.items():
         message = messages[message_id]
-        new_state = derive_message_state(r[2] for r in rows)
-        failing = next((r for r in rows if r[2] == State.FAILED), None)
-        dup = any(r[5] for r in rows)
-        waiting_over = new_state not in (State.QUEUED, State.SUBMITTING) or (
-            outcomes_by_part is not None and any(r[1] in outcomes_by_part for r in rows)
+        result = _settlement(
+            message.state,
+            message.possibly_duplicated,
+            message.submitted_at,
+            bool(message.notify_channel),
+            rows,
+            outcomes_by_part,
+            detail,
+            changes.now,
         )
-        if new_state == message.state and dup == message.possibly_duplicated:
-            if message.notify_channel and waiting_over and new_state != State.SUBMITTING:
-                changes.notifications.waiters[message.notify_channel].append(message_id)
-            continue
-        outcome = outcomes_by_part and next(
-            (outcomes_by_part[r[1]] for r in rows if r[1] in outcomes_by_part), None
-        )
-        status = failing[3] if failing else (outcome.command_status if outcome else None)
-        note = detail or (outcome.detail if outcome else "")
-        fields = {"state": new_state, "updated_at": changes.now, "possibly_duplicated": dup}
-        if failing:
-            fields["command_status"] = failing[3]
-        errors = [r[4] for r in rows if r[4]]
-        if errors:
-            fields["error_code"] = errors[0]
-        if new_state == State.SUBMITTED and message.submitted_at is None:
-            fields["submitted_at"] = changes.now
-        if is_final(new_state):
-            fields["final_at"] = changes.now
-            if message.submitted_at is None and new_state != State.FAILED:
-                fields["submitted_at"] = changes.now
-        if new_state != message.state:
-            changes.transition(message, new_state, command_status=status, detail=note)
-            for key, value in fields.items():
-                setattr(message, key, value)
-            changes.event("status", status_event_payload(message, new_state), message_id)
-        Message.objects.filter(pk=message_id).update(**fields)
-        if message.notify_channel and new_state not in (State.QUEUED, State.SUBMITTING):
-            changes.notifications.waiters[message.notify_channel].append(message_id)
-        elif message.notify_channel and new_state == State.QUEUED and waiting_over:
-            # A retry or a lost link: the waiter answers 202 rather than wait on.
+        if result.fields:
+            if result.new_state != message.state:
+                changes.transition(
+                    message, result.new_state, command_status=result.status, detail=result.note
+                )
+                for key, value in result.fields.items():
+                    setattr(message, key, value)
+                changes.event("status", status_event_payload(message, result.new_state), message_id)
+            Message.objects.filter(pk=message_id).update(**result.fields)
+        if result.notify:
             changes.notifications.waiters[message.notify_channel].append(message_id)
 
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+
 from django.db.models import Prefetch
 from django.utils.dateparse import parse_date, parse_datetime
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import openapi, sending
+from .authentication import QUERY_PARAMETER, ApiKeyProtected
 from .models import Message, MessagePart, Receipt
 from .serializers import MessageDetailSerializer, MessageSerializer
 
 
 def request_params(request: Request) -> dict:
     """Query string, then the body on top (form, multipart or JSON), like Go's FormValue."""
-    params = {key: request.query_params.get(key) for key in request.query_params}
+    params = {
+        key: request.query_params.get(key)
+        for key in request.query_params
+        if key != QUERY_PARAMETER  # the API key is no message parameter
+    }
     data = request.data
     if hasattr(data, "getlist"):
         params.update({key: data.get(key) for key in data})
@@ -32,31 +40,35 @@ def as_response(answer: sending.ApiAnswer) -> Response:
 
 
 @openapi.send_schema
-class SendView(APIView):
+class SendView(ApiKeyProtected, APIView):
     """POST|PUT /v1/send"""
 
     def post(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key") or None
-        return as_response(sending.send(request_params(request), idempotency_key=key))
+        return as_response(
+            sending.send(request_params(request), idempotency_key=key, api_key=request.auth)
+        )
 
     put = post
 
 
 @openapi.send_batch_schema
-class SendBatchView(APIView):
+class SendBatchView(ApiKeyProtected, APIView):
     """POST /v1/send/batch: a JSON array of send objects, answered per item."""
 
     def post(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key") or None
-        return as_response(sending.send_batch(request.data, idempotency_key=key))
+        return as_response(
+            sending.send_batch(request.data, idempotency_key=key, api_key=request.auth)
+        )
 
 
 @openapi.query_schema
-class QueryView(APIView):
+class QueryView(ApiKeyProtected, APIView):
     """GET|HEAD /v1/query"""
 
     def get(self, request: Request) -> Response:
-        return as_response(sending.query(request_params(request)))
+        return as_response(sending.query(request_params(request), api_key=request.auth))
 
 
 class MessagePagination(PageNumberPagination):
@@ -65,49 +77,60 @@ class MessagePagination(PageNumberPagination):
     max_page_size = 500
 
 
-def _messages():
-    return Message.objects.prefetch_related(
+def _messages(request: Request):
+    """The messages this request may see: its key's own (all when authentication is off)."""
+    messages = Message.objects.prefetch_related(
         Prefetch("parts", queryset=MessagePart.objects.order_by("index"))
     )
+    if request.auth is not None:
+        messages = messages.filter(api_key=request.auth)
+    return messages
 
 
 @openapi.message_list_schema
-class MessageListView(generics.ListAPIView):
+class MessageListView(ApiKeyProtected, generics.ListAPIView):
     """GET /v1/messages?status=&dst=&reference=&since=&until="""
 
     serializer_class = MessageSerializer
     pagination_class = MessagePagination
 
     def get_queryset(self):
-        params = self.request.query_params
-        messages = _messages().order_by("-id")
-        if params.get("status"):
+        params = {key: value for key, value in self.request.query_params.items() if value}
+        for name, value in params.items():
+            if "\x00" in value:
+                raise ValidationError({name: f'invalid parameter "{name}": NUL character'})
+        messages = _messages(self.request).order_by("-id")
+        if "status" in params:
             messages = messages.filter(state__in=params["status"].split(","))
-        if params.get("dst"):
+        if "dst" in params:
             messages = messages.filter(dst=params["dst"])
-        if params.get("reference"):
+        if "reference" in params:
             messages = messages.filter(reference=params["reference"])
         for name, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
-            if params.get(name):
-                moment = parse_datetime(params[name]) or parse_date(params[name])
-                if moment is None:
-                    from rest_framework.exceptions import ValidationError
-
-                    raise ValidationError(
-                        {name: f'invalid parameter "{name}"="{params[name]}": ISO 8601 expected'}
-                    )
-                messages = messages.filter(**{lookup: moment})
+            if name in params:
+                messages = messages.filter(**{lookup: _moment(name, params[name])})
         return messages
 
 
+def _moment(name: str, value: str) -> datetime | date:
+    """An ISO 8601 date or time from a filter parameter, or a 400."""
+    try:
+        moment = parse_datetime(value) or parse_date(value)
+    except ValueError:  # well-formed but impossible, e.g. 2020-13-45
+        moment = None
+    if moment is None:
+        raise ValidationError({name: f'invalid parameter "{name}"="{value}": ISO 8601 expected'})
+    return moment
+
+
 @openapi.message_detail_schema
-class MessageDetailView(generics.RetrieveAPIView):
+class MessageDetailView(ApiKeyProtected, generics.RetrieveAPIView):
     """GET /v1/messages/<id>: parts, SMSC ids, receipts and the timeline."""
 
     serializer_class = MessageDetailSerializer
 
     def get_queryset(self):
-        return _messages().prefetch_related(
+        return _messages(self.request).prefetch_related(
             "transitions", Prefetch("receipts", queryset=Receipt.objects.select_related("part"))
         )
 

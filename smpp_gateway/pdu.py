@@ -3,6 +3,14 @@
 smpplib's ``Client`` owns a blocking socket and has no window or timers, so we
 use only its PDU classes and run the wire ourselves: ``read_pdu`` reads one
 whole PDU from a stream (never half of one), ``encode_pdu`` builds the bytes.
+
+The three PDUs of the hot path (every message is one submit_sm, one
+deliver_sm receipt and one deliver_sm_resp) are built and read with ``struct``
+instead: smpplib makes an object of ~50 attributes per PDU, about 25 us to
+encode a submit_sm and 30 us to decode a deliver_sm. ``encode_submit_sm``,
+``decode_deliver_sm`` and ``encode_deliver_sm_resp`` give exactly smpplib's
+bytes and fields (the tests compare them on generated PDUs); anything they do
+not cover goes to smpplib, so smpplib stays the reference codec.
 """
 
 from __future__ import annotations
@@ -62,6 +70,262 @@ def decode_pdu(data: bytes) -> Command:
         pdu.parse(data)
     except Exception as exc:  # smpplib raises many kinds on bad input
         raise PDUFormatError(f"malformed {name}: {exc}", command_id, sequence) from exc
+    return pdu
+
+
+# --- the hot path, by hand -------------------------------------------------------------
+
+SUBMIT_SM = 0x00000004
+DELIVER_SM = 0x00000005
+DELIVER_SM_RESP = 0x80000005
+_NUL = b"\0"
+_B = struct.Struct(">B")
+_TLV_HEAD = struct.Struct(">HH")
+# submit_sm fields encode_submit_sm knows, with smpplib's C-string limits (NUL included).
+_SUBMIT_STRINGS = {"source_addr": 21, "destination_addr": 21, "validity_period": 17}
+_SUBMIT_INTS = (
+    "source_addr_ton",
+    "source_addr_npi",
+    "dest_addr_ton",
+    "dest_addr_npi",
+    "esm_class",
+    "priority_flag",
+    "registered_delivery",
+    "data_coding",
+)
+_SUBMIT_FIELDS = frozenset(
+    (*_SUBMIT_STRINGS, *_SUBMIT_INTS, "short_message", "message_payload")
+    + ("sar_msg_ref_num", "sar_total_segments", "sar_segment_seqnum")
+)
+TLV_SAR_MSG_REF_NUM = 0x020C
+TLV_SAR_TOTAL_SEGMENTS = 0x020E
+TLV_SAR_SEGMENT_SEQNUM = 0x020F
+TLV_MESSAGE_PAYLOAD = 0x0424
+TLV_NETWORK_ERROR_CODE = 0x0423
+TLV_MESSAGE_STATE = 0x0427
+TLV_RECEIPTED_MESSAGE_ID = 0x001E
+
+
+def _int_octet(value: int | None) -> bytes:
+    # smpplib writes a falsy integer as one NUL octet, a true one packed to its size (1 here).
+    return _B.pack(value) if value else _NUL
+
+
+def _c_string(value: str | None, limit: int) -> bytes:
+    # smpplib cuts a C-string that reaches its limit to limit - 1 octets, silently.
+    if not value:
+        return _NUL
+    if len(value) >= limit:
+        value = value[: limit - 1]
+    return value.encode("latin-1") + _NUL
+
+
+def encode_submit_sm(sequence: int, status: int = 0, **fields: Any) -> bytes:
+    """``encode_pdu("submit_sm", ...)`` for the fields the worker sets, 10x faster.
+
+    Any other field goes to smpplib, so the result is always smpplib's bytes.
+    """
+    if not fields.keys() <= _SUBMIT_FIELDS:
+        return encode_pdu("submit_sm", sequence, status, **fields)
+    get = fields.get
+    short_message = get("short_message") or b""
+    payload = get("message_payload")
+    if short_message and payload:
+        raise ValueError("`message_payload` can not be used with `short_message`")
+    parts = [
+        _NUL,  # service_type
+        _int_octet(get("source_addr_ton")),
+        _int_octet(get("source_addr_npi")),
+        _c_string(get("source_addr"), 21),
+        _int_octet(get("dest_addr_ton")),
+        _int_octet(get("dest_addr_npi")),
+        _c_string(get("destination_addr"), 21),
+        _int_octet(get("esm_class")),
+        _NUL,  # protocol_id
+        _int_octet(get("priority_flag")),
+        _NUL,  # schedule_delivery_time
+        _c_string(get("validity_period"), 17),
+        _int_octet(get("registered_delivery")),
+        _NUL,  # replace_if_present_flag
+        _int_octet(get("data_coding")),
+        _NUL,  # sm_default_msg_id
+        _int_octet(len(short_message)),
+        short_message,
+    ]
+    sar_ref = get("sar_msg_ref_num")
+    if sar_ref is not None:
+        parts.append(struct.pack(">HHH", TLV_SAR_MSG_REF_NUM, 2, sar_ref))
+    for tag, name in (
+        (TLV_SAR_TOTAL_SEGMENTS, "sar_total_segments"),
+        (TLV_SAR_SEGMENT_SEQNUM, "sar_segment_seqnum"),
+    ):
+        value = get(name)
+        if value is not None:
+            parts.append(struct.pack(">HHB", tag, 1, value))
+    if payload:
+        parts.append(_TLV_HEAD.pack(TLV_MESSAGE_PAYLOAD, len(payload)))
+        parts.append(payload)
+    body = b"".join(parts)
+    return HEADER.pack(16 + len(body), SUBMIT_SM, status, sequence) + body
+
+
+def encode_deliver_sm_resp(sequence: int, status: int = 0) -> bytes:
+    """``encode_pdu("deliver_sm_resp", sequence, status=status)``: the header and an empty id."""
+    return HEADER.pack(17, DELIVER_SM_RESP, status, sequence) + _NUL
+
+
+class DeliverSM:
+    """A deliver_sm as ``decode_pdu`` returns it, for the fields a gateway reads.
+
+    C-strings are bytes without their NUL, as smpplib gives them; TLVs that
+    were not in the PDU are ``None``.
+    """
+
+    command = "deliver_sm"
+    __slots__ = (
+        "length",
+        "sequence",
+        "status",
+        "service_type",
+        "source_addr_ton",
+        "source_addr_npi",
+        "source_addr",
+        "dest_addr_ton",
+        "dest_addr_npi",
+        "destination_addr",
+        "esm_class",
+        "protocol_id",
+        "priority_flag",
+        "schedule_delivery_time",
+        "validity_period",
+        "registered_delivery",
+        "replace_if_present_flag",
+        "data_coding",
+        "sm_default_msg_id",
+        "sm_length",
+        "short_message",
+        "sar_msg_ref_num",
+        "sar_total_segments",
+        "sar_segment_seqnum",
+        "message_payload",
+        "network_error_code",
+        "message_state",
+        "receipted_message_id",
+    )
+
+    def __getattr__(self, name: str) -> None:
+        # Every other deliver_sm parameter smpplib knows is None here, as it is there
+        # (a PDU carrying one of them is decoded by smpplib itself).
+        if name in _DELIVER_SM_PARAMS:
+            return None
+        raise AttributeError(name)
+
+
+_DELIVER_SM_PARAMS = frozenset(smpp.make_pdu("deliver_sm", client=_FixedSequence(0)).params)
+# TLVs decode_deliver_sm reads itself: tag -> (name, octets for an integer, 0 for a string).
+_DELIVER_TLVS = {
+    TLV_SAR_MSG_REF_NUM: ("sar_msg_ref_num", 2),
+    TLV_SAR_TOTAL_SEGMENTS: ("sar_total_segments", 1),
+    TLV_SAR_SEGMENT_SEQNUM: ("sar_segment_seqnum", 1),
+    TLV_MESSAGE_STATE: ("message_state", 1),
+    TLV_MESSAGE_PAYLOAD: ("message_payload", 0),
+    TLV_NETWORK_ERROR_CODE: ("network_error_code", 0),
+    TLV_RECEIPTED_MESSAGE_ID: ("receipted_message_id", -1),  # C-string: without its NUL
+}
+_KNOWN_TLV_TAGS = frozenset(consts.OPTIONAL_PARAMS.values())
+
+
+class _Unusual(Exception):
+    """A PDU the fast reader leaves to smpplib."""
+
+
+def _c_string_at(data: bytes, pos: int) -> tuple[bytes, int]:
+    end = data.find(0, pos)
+    if end < 0:
+        raise _Unusual
+    return data[pos:end], end + 1
+
+
+def decode_deliver_sm(data: bytes) -> DeliverSM | Command:
+    """``decode_pdu`` for a deliver_sm, about ten times faster on the usual PDU.
+
+    A PDU with anything unusual (a missing NUL, a truncated body, a TLV of
+    unexpected length or one this reader does not handle) goes to smpplib, so
+    the outcome, fields or ``PDUFormatError``, is always smpplib's.
+    """
+    try:
+        return _decode_deliver_sm(data)
+    except (_Unusual, IndexError, struct.error):
+        return decode_pdu(data)
+
+
+def _decode_deliver_sm(data: bytes) -> DeliverSM:
+    length, command_id, status, sequence = HEADER.unpack_from(data)
+    if command_id != DELIVER_SM or length != len(data):
+        raise _Unusual
+    pdu = DeliverSM()
+    pdu.length = length
+    pdu.sequence = sequence
+    pdu.status = status
+    pdu.service_type, pos = _c_string_at(data, 16)
+    pdu.source_addr_ton = data[pos]
+    pdu.source_addr_npi = data[pos + 1]
+    pdu.source_addr, pos = _c_string_at(data, pos + 2)
+    pdu.dest_addr_ton = data[pos]
+    pdu.dest_addr_npi = data[pos + 1]
+    pdu.destination_addr, pos = _c_string_at(data, pos + 2)
+    pdu.esm_class = data[pos]
+    pdu.protocol_id = data[pos + 1]
+    pdu.priority_flag = data[pos + 2]
+    pdu.schedule_delivery_time, pos = _c_string_at(data, pos + 3)
+    pdu.validity_period, pos = _c_string_at(data, pos)
+    if pos + 5 > length:
+        raise _Unusual
+    (
+        pdu.registered_delivery,
+        pdu.replace_if_present_flag,
+        pdu.data_coding,
+        pdu.sm_default_msg_id,
+        sm_length,
+    ) = data[pos : pos + 5]
+    pdu.sm_length = sm_length
+    pos += 5
+    end = pos + sm_length
+    if end > length:
+        raise _Unusual
+    # smpplib stops at the end of the body: a PDU that ends at sm_length has no short_message.
+    pdu.short_message = data[pos:end] if pos < length else None
+    pdu.sar_msg_ref_num = pdu.sar_total_segments = pdu.sar_segment_seqnum = None
+    pdu.message_payload = pdu.network_error_code = None
+    pdu.message_state = pdu.receipted_message_id = None
+    pos = end
+    while pos < length:
+        if pos + 4 > length:
+            raise _Unusual
+        tag, size = _TLV_HEAD.unpack_from(data, pos)
+        pos += 4
+        value_end = pos + size
+        if value_end > length:
+            raise _Unusual
+        known = _DELIVER_TLVS.get(tag)
+        if known is None:
+            if tag in _KNOWN_TLV_TAGS:
+                raise _Unusual  # smpplib reads it (or refuses the PDU): let it
+            pos = value_end  # unknown: skipped, as smpplib does
+            continue
+        name, octets = known
+        if octets > 0:
+            if size != octets:
+                raise _Unusual
+            value = int.from_bytes(data[pos:value_end], "big")
+        elif octets < 0:
+            if size == 0:
+                raise _Unusual
+            value = data[pos : value_end - 1]
+        else:
+            value = data[pos:value_end]
+        setattr(pdu, name, value)
+        pos = value_end
     return pdu
 
 

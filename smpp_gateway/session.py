@@ -21,12 +21,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from .command_status import status_name
-from .pdu import PDUFormatError, decode_pdu, encode_pdu, peek_header, read_pdu
+from .pdu import (
+    HEADER,
+    MAX_PDU_LENGTH,
+    PDUFormatError,
+    decode_deliver_sm,
+    decode_pdu,
+    encode_deliver_sm_resp,
+    encode_pdu,
+    encode_submit_sm,
+    peek_header,
+    read_pdu,
+)
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_BIT = 0x80000000
 MAX_SEQUENCE = 0x7FFFFFFF
+READ_SIZE = 256 * 1024  # one read takes every PDU the socket holds, up to this
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,9 @@ class SMPPSession:
         self._requests: dict[int, asyncio.Future] = {}
         self._window_open = asyncio.Event()
         self._window_open.set()
+        # PDUs written in one turn of the event loop leave in one write (one syscall).
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
         self._last_read = time.monotonic()
         self._last_write = time.monotonic()
         self._closing = False
@@ -148,6 +163,7 @@ class SMPPSession:
 
     def _abort(self) -> None:
         if self._writer is not None:
+            self._flush_out()  # what was written before closing still goes out
             self._writer.close()
 
     # --- submitting ------------------------------------------------------------------
@@ -175,7 +191,7 @@ class SMPPSession:
             raise LinkError("not bound")
         seq = self._next_sequence()
         self._in_flight[seq] = (token, time.monotonic() + self.config.response_timeout)
-        self._write(encode_pdu("submit_sm", seq, **fields))
+        self._write(encode_submit_sm(seq, **fields))
         return seq
 
     def take_in_flight(self) -> list[Any]:
@@ -189,24 +205,37 @@ class SMPPSession:
 
     def respond_deliver(self, sequence: int, status: int = 0) -> None:
         if self._writer is not None and not self._writer.is_closing():
-            self._write(encode_pdu("deliver_sm_resp", sequence, status=status))
+            self._write(encode_deliver_sm_resp(sequence, status))
 
     # --- the loop ----------------------------------------------------------------------
 
     async def run(self) -> str:
         """Read until the link ends; returns why it ended."""
         timers = asyncio.ensure_future(self._timers())
+        buffer = bytearray()
         try:
             while True:
+                # Whole reads, cut into PDUs here: one await per read, not two per PDU.
                 try:
-                    data = await read_pdu(self._reader)
-                except asyncio.IncompleteReadError:
-                    return self._ended("closed by the SMSC")
-                except (OSError, PDUFormatError) as exc:
+                    data = await self._reader.read(READ_SIZE)
+                except OSError as exc:
                     return self._ended(f"read failed: {exc}")
+                if not data:
+                    return self._ended("closed by the SMSC")
                 self._last_read = time.monotonic()
-                if not self._dispatch(data):
-                    return self._ended(self.close_reason or "unbound by the SMSC")
+                buffer += data
+                offset, size = 0, len(buffer)
+                while size - offset >= 16:
+                    length = HEADER.unpack_from(buffer, offset)[0]
+                    if length < 16 or length > MAX_PDU_LENGTH:
+                        return self._ended(f"read failed: impossible command_length {length}")
+                    if size - offset < length:
+                        break
+                    pdu = bytes(buffer[offset : offset + length])
+                    offset += length
+                    if not self._dispatch(pdu):
+                        return self._ended(self.close_reason or "unbound by the SMSC")
+                del buffer[:offset]
         except asyncio.CancelledError:
             self._ended("stopped")
             raise
@@ -236,11 +265,11 @@ class SMPPSession:
             return True
         if command_id == 0x00000005:  # deliver_sm
             try:
-                pdu = decode_pdu(data)
+                pdu = decode_deliver_sm(data)
             except PDUFormatError as exc:
                 # Permanent application error: resending the same bytes cannot help.
                 logger.warning("undecodable deliver_sm, refused with ESME_RX_P_APPN: %s", exc)
-                self._write(encode_pdu("deliver_sm_resp", seq, status=0x65))
+                self._write(encode_deliver_sm_resp(seq, 0x65))
                 return True
             self.on_deliver(pdu, seq)
             return True
@@ -329,10 +358,23 @@ class SMPPSession:
 
     def _write(self, data: bytes) -> None:
         self._last_write = time.monotonic()
-        self._writer.write(data)
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
 
     async def drain(self) -> None:
         """Let the socket buffer empty when it is full (back-pressure)."""
+        self._flush_out()
         if self._writer is not None and not self._writer.is_closing():
             await self._writer.drain()
 

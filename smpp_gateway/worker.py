@@ -1,9 +1,14 @@
 """The SMPP worker: moves parts from the store to the SMSC and answers back into the store.
 
 It owns one bind (``SMPPSession``) at a time and keeps its window full: it
-claims queued parts in batches, submits them without waiting, and writes
-responses, receipts and incoming messages back in batches from one database
-thread. A deliver_sm is answered only after what it carried is committed.
+claims queued parts in batches ahead of need (the next batch is read while
+this one is sent), submits them without waiting, and writes responses,
+receipts and incoming messages back in batches, one transaction per batch. A
+deliver_sm is answered only after what it carried is committed.
+
+Database work runs in threads: one on SQLite (one writer), two on PostgreSQL,
+so that claims never queue behind a batch of results (a claim skips rows
+another transaction holds, so the two never wait for each other).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,9 +58,10 @@ RECEIVER_RETRY_LATER = 0x64  # ESME_RX_T_APPN: the SMSC keeps it and redelivers
 class WorkerConfig:
     session: SessionConfig
     reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
-    claim_batch: int = 500
+    claim_batch: int = 500  # most parts claimed at once, and kept ready ahead of the window
     poll_interval: float = 0.5
     flush_interval: float = 0.002
+    flush_batch: int = 2000  # most results written in one transaction
     maintenance_interval: float = 1.0
     default_alphabet: str = "gsm7"
     reassembly_timeout: float = 60.0
@@ -96,11 +104,18 @@ class _Pending:
     """What the session produced since the last write to the store."""
 
     outcomes: list[SubmitOutcome] = field(default_factory=list)
-    receipts: list[tuple[ReceiptIn, int]] = field(default_factory=list)
-    fragments: list[tuple[FragmentIn, int]] = field(default_factory=list)
+    # (what the deliver_sm carried, its sequence, the session to answer on)
+    receipts: list[tuple[ReceiptIn, int, Any]] = field(default_factory=list)
+    fragments: list[tuple[FragmentIn, int, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.outcomes or self.receipts or self.fragments)
+
+    def take(self, limit: int) -> _Pending:
+        """Up to ``limit`` items of each kind, removed from here."""
+        taken = _Pending(self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit])
+        del self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit]
+        return taken
 
 
 class SMPPWorker:
@@ -108,7 +123,10 @@ class SMPPWorker:
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._db_executor = ThreadPoolExecutor(1, thread_name_prefix="smpp-db")
+        self._claim_executor: ThreadPoolExecutor | None = None  # PostgreSQL: claims apart
         self._pending = _Pending()
+        # (send before, part): claimed, waiting for room in the window
+        self._unsent: deque[tuple[float, ClaimedPart]] = deque()
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._session: SMPPSession | None = None
@@ -119,16 +137,19 @@ class SMPPWorker:
 
     # --- the database thread -----------------------------------------------------------
 
-    async def _db(self, func, *args):
+    async def _db(self, func, *args, executor: ThreadPoolExecutor | None = None):
+        return await asyncio.wrap_future(self._submit_db(func, *args, executor=executor))
+
+    def _submit_db(self, func, *args, executor: ThreadPoolExecutor | None = None):
         def call():
             try:
                 return func(*args)
             except Exception:
-                # A broken connection must not poison the next call.
-                connections.close_all()
+                # A broken connection must not poison the next call (in this thread).
+                connections["default"].close()
                 raise
 
-        return await asyncio.get_running_loop().run_in_executor(self._db_executor, call)
+        return (executor or self._db_executor).submit(call)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -139,7 +160,10 @@ class SMPPWorker:
     async def run(self) -> None:
         """Keep a bind up until ``stop()``; reconnect with capped backoff."""
         await self._db(close_old_connections)
-        requeued = await self._db(store.requeue_abandoned, self._is_sole_worker())
+        sole = self._is_sole_worker()
+        if not sole:
+            self._claim_executor = ThreadPoolExecutor(1, thread_name_prefix="smpp-claim")
+        requeued = await self._db(store.requeue_abandoned, sole)
         if requeued:
             logger.warning("took back %d parts a previous worker left in flight", requeued)
         failures = 0
@@ -179,8 +203,13 @@ class SMPPWorker:
             failures += 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-        await self._flush()
+        # A claim still running hands its parts back when it ends: wait for it.
+        await self._db(close_old_connections, executor=self._claim_executor)
+        await self._flush_all()
         await self._set_link("stopped", "worker stopped")
+        if self._claim_executor is not None:
+            self._claim_executor.submit(connections.close_all)
+            self._claim_executor.shutdown(wait=True)
         self._db_executor.shutdown(wait=True)
 
     def _is_sole_worker(self) -> bool:
@@ -203,7 +232,7 @@ class SMPPWorker:
                 if session.in_flight == 0:
                     break
                 await asyncio.sleep(0.1)
-            await self._flush()
+            await self._flush_all()
             await session.unbind()
             await asyncio.wait([reader], timeout=2)
         stopping.cancel()
@@ -221,41 +250,96 @@ class SMPPWorker:
                 )
                 for p in lost
             )
-        await self._flush()
+        await self._flush_all()
         return reader.result() if reader.done() and not reader.cancelled() else "stopped"
 
     # --- submitting ------------------------------------------------------------------------
 
     async def _feed(self, session: SMPPSession) -> None:
-        """Keep the window full of claimed parts, within the send rate."""
+        """Keep the window full of claimed parts, within the send rate.
+
+        Parts are claimed ahead into ``_unsent`` while the window is being
+        filled from it, so a claim's round trip never leaves the window empty.
+        Whatever was claimed but never sent goes back to the queue as it was;
+        so does a part that waited for half its lease (a slow, throttled send
+        rate), before another worker may take it up.
+        """
         layer = get_channel_layer()
         bucket = self.rate.bucket
-        while True:
-            await session.wait_for_window()
-            allowed = bucket.take(min(session.window_free, self.config.claim_batch))
-            if allowed == 0:
-                await asyncio.sleep(max(0.001, bucket.wait_time()))
-                continue
-            parts: list[ClaimedPart] = await self._db(
-                store.claim_parts, self.worker_id, allowed, self.config.lease_seconds
-            )
-            bucket.give_back(allowed - len(parts))
-            if not parts:
-                await self._wait_for_work(layer)
-                continue
-            for index, part in enumerate(parts):
-                try:
-                    session.submit(part, **submit_fields(part))
-                except LinkError:
-                    # Never left: back to the queue, not a duplicate.
-                    self._pending.outcomes.extend(
-                        SubmitOutcome(part_id=p.part_id, outcome=SubmitOutcome.RETRY)
-                        for p in parts[index:]
+        unsent = self._unsent
+        window = self.config.session.window
+        keep = self.config.lease_seconds / 2
+        claiming = None  # concurrent.futures.Future of the claim under way
+        try:
+            while True:
+                # About a second's worth ahead at most (the rate may be low).
+                ahead = max(self.config.claim_batch, window)
+                if bucket.rate is not None:
+                    ahead = min(ahead, max(window, int(bucket.rate)))
+                if claiming is None and len(unsent) < ahead // 2:
+                    claiming = self._submit_db(
+                        store.claim_parts,
+                        self.worker_id,
+                        ahead - len(unsent),
+                        self.config.lease_seconds,
+                        executor=self._claim_executor,
                     )
-                    self._flush_wanted.set()
-                    return
-            self._sent += len(parts)
-            await session.drain()
+                if claiming is not None and (not unsent or claiming.done()):
+                    try:
+                        parts = await asyncio.shield(asyncio.wrap_future(claiming))
+                    except Exception:
+                        logger.exception("could not claim parts; trying again")
+                        parts = []
+                        await asyncio.sleep(self.config.poll_interval)
+                    finally:
+                        if claiming.done():
+                            claiming = None
+                    deadline = time.monotonic() + keep
+                    unsent.extend((deadline, part) for part in parts)
+                    if not unsent:
+                        await self._wait_for_work(layer)
+                        continue
+                await session.wait_for_window()
+                allowed = bucket.take(min(session.window_free, len(unsent)))
+                if allowed == 0:
+                    await asyncio.sleep(max(0.001, bucket.wait_time()))
+                    continue
+                now = time.monotonic()
+                stale = []
+                for _ in range(allowed):
+                    deadline, part = unsent.popleft()
+                    if deadline < now:
+                        stale.append(part)
+                        continue
+                    try:
+                        session.submit(part, **submit_fields(part))
+                    except LinkError:
+                        unsent.appendleft((deadline, part))
+                        return
+                    self._sent += 1
+                if stale:
+                    bucket.give_back(len(stale))
+                    self._release(stale)
+                await session.drain()
+        finally:
+            self._release([part for _, part in unsent])
+            unsent.clear()
+            if claiming is not None:  # a claim still running: release what it brings
+                loop = asyncio.get_running_loop()
+
+                def done(future) -> None:
+                    if not future.cancelled() and future.exception() is None:
+                        loop.call_soon_threadsafe(self._release, future.result())
+
+                claiming.add_done_callback(done)
+
+    def _release(self, parts: list[ClaimedPart]) -> None:
+        """Claimed parts that never left go back to the queue (not as duplicates)."""
+        if parts:
+            self._pending.outcomes.extend(
+                SubmitOutcome(part_id=p.part_id, outcome=SubmitOutcome.UNSENT) for p in parts
+            )
+            self._flush_wanted.set()
 
     async def _wait_for_work(self, layer) -> None:
         """Sleep until the API rings the bell or the poll interval passes."""
@@ -358,9 +442,9 @@ class SMPPWorker:
                 self._session.respond_deliver(sequence, RECEIVER_RETRY_LATER)
             return
         if isinstance(item, ReceiptIn):
-            self._pending.receipts.append((item, sequence))
+            self._pending.receipts.append((item, sequence, self._session))
         else:
-            self._pending.fragments.append((item, sequence))
+            self._pending.fragments.append((item, sequence, self._session))
         self._flush_wanted.set()
 
     # --- writing to the store ------------------------------------------------------------------
@@ -372,43 +456,73 @@ class SMPPWorker:
             self._flush_wanted.clear()
             await self._flush()
 
+    async def _flush_all(self) -> None:
+        while self._pending:
+            await self._flush()
+
     async def _flush(self) -> None:
-        """Write what is pending, then answer the SMSC and ring the bells."""
-        pending, self._pending = self._pending, _Pending()
+        """Write a batch of what is pending, then answer the SMSC and ring the bells.
+
+        Submit results and receipts go in one transaction; should it fail (a
+        receipt the database refuses, say), they are tried apart, so that one
+        bad deliver_sm never holds up the results of the submits.
+        """
+        pending = self._pending.take(self.config.flush_batch)
+        if self._pending:
+            self._flush_wanted.set()  # more than one batch's worth: go on at once
         if not pending:
             return
         notes = Notifications()
-        session = self._session
-        if pending.outcomes:
+        receipts = [item for item, _, _ in pending.receipts]
+        max_attempts = self.config.max_attempts
+        receipt_status = 0
+        try:
+            notes.merge(
+                await self._db(store.record_results, pending.outcomes, receipts, max_attempts)
+            )
+        except Exception:
+            logger.warning("could not write a batch of results; trying its parts apart")
+            if pending.outcomes:
+                try:
+                    notes.merge(
+                        await self._db(store.record_results, pending.outcomes, (), max_attempts)
+                    )
+                except Exception:
+                    logger.exception(
+                        "could not record %d submit results; will retry", len(pending.outcomes)
+                    )
+                    self._pending.outcomes[:0] = pending.outcomes
+                    await asyncio.sleep(1)
+                    self._flush_wanted.set()
+            if receipts:
+                try:
+                    notes.merge(await self._db(store.record_results, (), receipts))
+                except Exception:
+                    logger.exception(
+                        "could not store %d deliver_sm; the SMSC will resend", len(receipts)
+                    )
+                    receipt_status = RECEIVER_RETRY_LATER
+        self._answer(pending.receipts, receipt_status)
+        if pending.fragments:
             try:
                 notes.merge(
-                    await self._db(
-                        store.record_submit_outcomes, pending.outcomes, self.config.max_attempts
-                    )
+                    await self._db(self._store_fragments, [f for f, _, _ in pending.fragments])
                 )
-            except Exception:
-                logger.exception(
-                    "could not record %d submit results; will retry", len(pending.outcomes)
-                )
-                self._pending.outcomes[:0] = pending.outcomes
-                await asyncio.sleep(1)
-                self._flush_wanted.set()
-        for items, write in (
-            (pending.receipts, store.store_receipts),
-            (pending.fragments, self._store_fragments),
-        ):
-            if not items:
-                continue
-            try:
-                notes.merge(await self._db(write, [item for item, _ in items]))
                 status = 0
             except Exception:
-                logger.exception("could not store %d deliver_sm; the SMSC will resend", len(items))
+                logger.exception(
+                    "could not store %d deliver_sm; the SMSC will resend", len(pending.fragments)
+                )
                 status = RECEIVER_RETRY_LATER
-            if session is not None:
-                for _, sequence in items:
-                    session.respond_deliver(sequence, status)
+            self._answer(pending.fragments, status)
         await publish(notes)
+
+    def _answer(self, delivered: list[tuple[Any, int, Any]], status: int) -> None:
+        """deliver_sm_resp on the session each deliver_sm came in on; after a
+        reconnection the old sequence numbers mean nothing: the SMSC resends."""
+        for _, sequence, session in delivered:
+            if session is not None and session is self._session:
+                session.respond_deliver(sequence, status)
 
     def _store_fragments(self, fragments: list[FragmentIn]) -> Notifications:
         return store.store_fragments(fragments, self.config.default_alphabet)

@@ -16,11 +16,13 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from messaging.routing import websocket_urlpatterns  # noqa: E402
+from messaging.ws_auth import ApiKeyMiddleware  # noqa: E402
 
-# WebSockets take any Origin for now: the demo set-up allows all origins (see api.md, CORS).
+# WebSockets take any Origin: they carry no cookie, only an API key (when
+# SMSAPI_AUTH=required), which the middleware checks before a consumer runs.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": ApiKeyMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -10,6 +10,10 @@ import warnings
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers
+from django.core.exceptions import ImproperlyConfigured
+
+from smsapi.logging import default_format as default_log_format
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("SMSAPI_DATA_DIR", BASE_DIR / "data"))
@@ -47,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc assets, served locally
@@ -58,6 +63,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",  # before CommonMiddleware, as its docs say
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -131,6 +137,19 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# --- Cache -------------------------------------------------------------------
+# Per-key rate limits count here: Redis makes one limit for every server process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "smsapi",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- SMPP -------------------------------------------------------------------
 SMPP_ADDR = os.environ.get("SMPP_ADDR", "")  # empty: `make run` starts the simulator
 SMPP_USER = os.environ.get("SMPP_USER", "smsapi")
@@ -175,7 +194,45 @@ EVENTS_POLL_INTERVAL = env_float("EVENTS_POLL_INTERVAL", 1.0)  # store read when
 # PostgreSQL can make an event id visible after a higher one: how long a gap is waited for.
 EVENTS_GAP_GRACE = env_float("EVENTS_GAP_GRACE", 2.0)
 
+# --- Webhooks (messaging.webhooks) -------------------------------------------
+# Incoming messages (MO) are also POSTed here (besides the keys' default URLs).
+WEBHOOK_INCOMING_URL = os.environ.get("WEBHOOK_INCOMING_URL", "")
+# Signs webhooks of messages sent without an API key (and to WEBHOOK_INCOMING_URL).
+WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "")
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)  # seconds per POST
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+# Seconds before the 2nd, 3rd... try; the last one repeats.
+WEBHOOK_BACKOFF = [
+    float(d) for d in os.environ.get("WEBHOOK_BACKOFF", "10,30,120,600,3600,10800,21600").split(",")
+]
+WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 20)  # POSTs in flight per sender
+WEBHOOK_POLL_INTERVAL = env_float("WEBHOOK_POLL_INTERVAL", 1.0)  # store read when no bell rings
+
+# --- HTTPS (manage.py serve) -------------------------------------------------
+HTTPS_PORT = env_int("HTTPS_PORT", 8443)
+HTTPS_CERT = os.environ.get("HTTPS_CERT", "")  # PEM certificate (chain) of the server
+HTTPS_KEY = os.environ.get("HTTPS_KEY", "")  # PEM private key of the server
+HTTPS_CLIENT_CA = os.environ.get("HTTPS_CLIENT_CA", "")  # set: clients need a cert from this CA
+
 # --- HTTP -------------------------------------------------------------------
+# API keys (messaging.api_keys): "required" for the API, the sockets and the
+# streams, or "off" (the demo default: no keys, everyone sees everything).
+SMSAPI_AUTH = (os.environ.get("SMSAPI_AUTH") or "off").strip().lower()
+if SMSAPI_AUTH not in ("required", "off"):
+    raise ImproperlyConfigured(f'SMSAPI_AUTH="{SMSAPI_AUTH}": "required" or "off" expected')
+
+# CORS (django-cors-headers): "*" (the demo default) allows every origin, else a
+# comma-separated list of origins. Never with credentials: keys travel in a
+# header the page sets itself, not in cookies.
+_cors_origins = [
+    o.strip() for o in os.environ.get("CORS_ALLOWED_ORIGINS", "*").split(",") if o.strip()
+]
+CORS_ALLOW_ALL_ORIGINS = _cors_origins == ["*"]
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _cors_origins
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (*default_headers, "idempotency-key", "last-event-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "WWW-Authenticate"]
+
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -202,7 +259,7 @@ SPECTACULAR_SETTINGS = {
 HEALTH_HEARTBEAT_MAX_AGE = env_float("HEALTH_HEARTBEAT_MAX_AGE", 15.0)
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or DATA_DIR / "static")  # for collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # WhiteNoise serves static files in production; with finders it needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
@@ -216,15 +273,26 @@ USE_TZ = True
 AUTH_PASSWORD_VALIDATORS = []
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+# "json" (one object a line) or "text"; by default JSON unless stderr is a terminal.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or default_log_format()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "smsapi.logging.JsonFormatter"},
+        "text": {"()": "smsapi.logging.TextFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "text" if LOG_FORMAT == "text" else "json",
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "smpplib": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # a line per webhook POST: ours say more
     },
 }

@@ -58,6 +58,8 @@ class SimulatorConfig:
     control_port: int | None = setting(
         None, "HTTP/JSON control port (see simulator.control); 0 = ephemeral; off if not given"
     )
+    tls_cert: str = setting("", "PEM certificate (chain): serve SMPP over TLS (with --tls-key)")
+    tls_key: str = setting("", "PEM private key of --tls-cert")
 
     # Accounts and binds.
     system_id: str = setting("smsapi", "the system_id clients must bind with")
@@ -154,6 +156,8 @@ class SimulatorConfig:
             raise ValueError("a receipt needs its text or its TLVs (or both)")
         if not 0 <= self.error_status <= 0xFFFFFFFF:
             raise ValueError("error_status must fit in 32 bits")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
 
     def replace(self, **changes: Any) -> SimulatorConfig:
         """A validated copy with ``changes`` applied; unknown names raise ``ValueError``."""

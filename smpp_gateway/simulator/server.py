@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from typing import Any
@@ -74,10 +75,15 @@ class SMSCSimulator:
         self._loop = asyncio.get_running_loop()
         self._timers = Timers(self._loop)
         self._outbox = Outbox(self._timers)
+        tls = None
+        if self.config.tls_cert:  # SMPP over TLS, as some SMSCs offer it
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         self._server = await self._loop.create_server(
             lambda: SMPPSession(self, next(self._session_ids)),
             self.config.host,
             self.config.port,
+            ssl=tls,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.control_port is not None:

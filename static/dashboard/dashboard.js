@@ -13,6 +13,23 @@
   const FEED_LIMIT = 200;
   const STATUS_EVERY_MS = 5000;
   const CALL_TIMEOUT_MS = 30000;
+  const CLOSE_UNAUTHORIZED = 4401;
+
+  /* The API key (when the gateway has SMSAPI_AUTH=required), kept in this browser.
+   * fetch sends it as a header; EventSource and WebSocket cannot, so they get ?api_key=. */
+  const KEY_STORAGE = "smsapi.apiKey";
+  const apiKey = (() => {
+    try {
+      return localStorage.getItem(KEY_STORAGE) || "";
+    } catch {
+      return "";
+    }
+  })();
+  const authHeaders = () => (apiKey ? { Authorization: `Bearer ${apiKey}` } : {});
+  const withKey = (query) => {
+    if (apiKey) query.set("api_key", apiKey);
+    return query;
+  };
 
   // ---------------------------------------------------------------- helpers
 
@@ -43,7 +60,8 @@
 
   function wsUrl(path) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}${API}${path}`;
+    const query = withKey(new URLSearchParams()).toString();
+    return `${scheme}//${location.host}${API}${path}${query ? `?${query}` : ""}`;
   }
 
   function clock(date = new Date()) {
@@ -94,12 +112,13 @@
         for (const text of this.queue.splice(0)) ws.send(text);
       };
       ws.onmessage = (message) => this.answer(message.data);
-      ws.onclose = () => {
+      ws.onclose = (event) => {
         // Calls in flight may or may not have been done: say so rather than guess.
         for (const [, call] of this.pending) call.reject(new Error("the socket closed before the answer"));
         this.pending.clear();
         const wait = backoff(this.attempt++);
-        setPill("rpc-pill", "down", `Send socket: offline, retry in ${Math.ceil(wait / 1000)} s`);
+        if (event.code === CLOSE_UNAUTHORIZED) setPill("rpc-pill", "down", "Send socket: API key refused");
+        else setPill("rpc-pill", "down", `Send socket: offline, retry in ${Math.ceil(wait / 1000)} s`);
         setTimeout(() => this.connect(), wait);
       };
     }
@@ -287,7 +306,7 @@
     }
 
     open() {
-      const query = new URLSearchParams({ link: "1" });
+      const query = withKey(new URLSearchParams({ link: "1" }));
       if (this.lastId !== null) query.set("since", this.lastId);
       const source = new EventSource(`${API}/sse?${query}`);
       this.source = source;
@@ -336,7 +355,10 @@
     async load() {
       const info = $("messages-info");
       try {
-        const response = await fetch(`${API}/messages?page_size=50`, { headers: { Accept: "application/json" } });
+        const response = await fetch(`${API}/messages?page_size=50`, {
+          headers: { Accept: "application/json", ...authHeaders() },
+        });
+        if (response.status === 401) throw new Error((await response.json()).error);
         if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
         const page = await response.json();
         const results = Array.isArray(page) ? page : page.results || [];
@@ -447,7 +469,7 @@
 
   async function loadStatus() {
     try {
-      const response = await fetch(`${API}/status`, { headers: { Accept: "application/json" } });
+      const response = await fetch(`${API}/status`, { headers: { Accept: "application/json", ...authHeaders() } });
       if (!response.ok) throw new Error(`${response.status}`);
       const status = await response.json();
       showLink(status.link || []);
@@ -468,6 +490,18 @@
   // ----------------------------------------------------------------- start
 
   $("api-base").textContent = API;
+  const keyInput = $("api-key");
+  keyInput.value = apiKey;
+  const saveKey = (event) => {
+    if (event) event.preventDefault();
+    const value = keyInput.value.trim();
+    if (value === apiKey) return;
+    if (value) localStorage.setItem(KEY_STORAGE, value);
+    else localStorage.removeItem(KEY_STORAGE);
+    location.reload(); // every connection starts again with the new key
+  };
+  $("key-form").addEventListener("submit", saveKey);
+  keyInput.addEventListener("change", () => saveKey());
   if (!config.admin_url) $("admin-link").hidden = true;
   textInput.addEventListener("input", updateMeter);
   encInput.addEventListener("change", updateMeter);

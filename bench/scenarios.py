@@ -1,0 +1,258 @@
+"""The six measurements of issue 7, each on a fresh store.
+
+Every scenario takes a prepared ``Stack`` (store migrated, nothing running),
+starts the service with the simulator settings it needs, measures, and stops
+it. Loops are bounded in count and in time, and only talk to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+from .load import HttpConnection, SSEListener, percentile, run_wrk
+from .services import Stack, cpu_seconds, peak_rss_mb
+
+FAST_SMSC = {"receipt_delay": 0.0, "record_limit": 200_000}
+SEND_BODY = "src=bench&dst=5511900000001&text=hello+from+the+bench"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+# --- 1 and 2: /v1/send at 20 concurrent clients ---------------------------------------
+
+
+def send_requests(stack: Stack, wait: bool, seconds: float, connections: int = 20) -> dict:
+    """POST /v1/send from ``connections`` clients; with ``wait`` the default wait for the SMSC."""
+    stack.start(FAST_SMSC)
+    try:
+        body = SEND_BODY if wait else SEND_BODY + "&wait=0"
+        url = stack.base_url + "/v1/send"
+        run_wrk(url, body, connections, seconds=2)  # warm up: imports, connections, caches
+        figures = run_wrk(url, body, connections, seconds=seconds)
+    finally:
+        stack.stop_service()
+    return {
+        "req_per_s": round(figures["req_per_s"], 1),
+        "p50_ms": round(figures["p50_us"] / 1000, 2),
+        "p99_ms": round(figures["p99_us"] / 1000, 2),
+        "requests": figures["requests"],
+        "errors": sum(
+            figures[k]
+            for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        ),
+    }
+
+
+# --- 3: batch ingest ------------------------------------------------------------------------
+
+
+def batch_bodies(prefix: str, count: int, size: int) -> list[tuple[list[str], bytes]]:
+    """JSON bodies of ``size`` messages each, with one unique text per message."""
+    bodies = []
+    for start in range(0, count, size):
+        texts = [f"{prefix}-{n}" for n in range(start, min(count, start + size))]
+        items = [{"src": "bench", "dst": f"55119{n:08d}", "text": t} for n, t in enumerate(texts)]
+        bodies.append((texts, json.dumps(items).encode()))
+    return bodies
+
+
+async def post_batches(
+    port: int, bodies: list[tuple[list[str], bytes]], clients: int
+) -> tuple[dict[str, float], float]:
+    """POST every body from ``clients`` connections; returns text -> post time, and seconds."""
+    queue = list(reversed(bodies))
+    posted: dict[str, float] = {}
+    failures: list[str] = []
+
+    async def client() -> None:
+        connection = await HttpConnection(port).open()
+        try:
+            while queue:
+                texts, body = queue.pop()
+                sent_at = time.time()
+                status, answer = await connection.request("POST", "/v1/send/batch", body)
+                if status != 200 or json.loads(answer)["accepted"] != len(texts):
+                    failures.append(f"{status} {answer[:200]!r}")
+                    continue
+                posted.update(dict.fromkeys(texts, sent_at))
+        finally:
+            await connection.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.monotonic() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} batches refused, first: {failures[0]}")
+    return posted, elapsed
+
+
+def batch_ingest(stack: Stack, messages: int, clients: int = 4, size: int = 1000) -> dict:
+    stack.start(FAST_SMSC)
+    try:
+        asyncio.run(post_batches(stack.http_port, batch_bodies("warm", 2 * size, size), clients))
+        bodies = batch_bodies("ingest", messages, size)
+        posted, elapsed = asyncio.run(post_batches(stack.http_port, bodies, clients))
+    finally:
+        stack.stop_service()
+    return {"msg_per_s": round(len(posted) / elapsed, 1), "messages": len(posted)}
+
+
+# --- 4: end to end ---------------------------------------------------------------------------
+
+
+def end_to_end(stack: Stack, messages: int, clients: int = 2, size: int = 1000) -> dict:
+    """Batches in, until the last receipt event has reached a connected SSE client."""
+    stack.start(FAST_SMSC)
+    try:
+        result = asyncio.run(_end_to_end(stack, messages, clients, size))
+        submits = stack.simulator.submits()
+    finally:
+        stack.stop_service()
+    posted = result.pop("posted")
+    arrived = result.pop("arrived")
+    to_wire, to_sse = [], []
+    for record in submits:
+        text = bytes.fromhex(record["short_message"]).decode("latin-1")
+        if text in posted:
+            to_wire.append(record["received_at"] - posted[text])
+        if record["id_str"] in arrived and record["final_at"]:
+            to_sse.append(arrived[record["id_str"]] - record["final_at"])
+    result.update(
+        post_to_submit_p50_ms=round(percentile(to_wire, 0.5) * 1000, 1),
+        post_to_submit_p99_ms=round(percentile(to_wire, 0.99) * 1000, 1),
+        receipt_to_sse_p50_ms=round(percentile(to_sse, 0.5) * 1000, 1),
+        receipt_to_sse_p99_ms=round(percentile(to_sse, 0.99) * 1000, 1),
+    )
+    return result
+
+
+async def _end_to_end(stack: Stack, messages: int, clients: int, size: int) -> dict:
+    listener = SSEListener(stack.http_port).start()
+    await asyncio.wait_for(listener.connected.wait(), 10)
+    await asyncio.sleep(0.5)
+    bodies = batch_bodies("e2e", messages, size)
+    first_post = time.time()
+    posted, post_seconds = await post_batches(stack.http_port, bodies, clients)
+    deadline = time.monotonic() + max(120, messages / 200)
+    while len(listener.receipts) < messages and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await listener.stop()
+    arrived = dict(listener.receipts)
+    if len(arrived) < messages:
+        raise RuntimeError(f"only {len(arrived)} of {messages} receipts reached the SSE client")
+    elapsed = max(arrived.values()) - first_post
+    return {
+        "msg_per_s": round(messages / elapsed, 1),
+        "seconds": round(elapsed, 2),
+        "messages": messages,
+        "post_seconds": round(post_seconds, 2),
+        "posted": posted,
+        "arrived": arrived,
+    }
+
+
+# --- 5: a slow SMSC with a window of 100 ----------------------------------------------------
+
+
+def window_bound(stack: Stack, seconds: float, delay: float = 0.05, window: int = 100) -> dict:
+    """Queued messages to an SMSC answering in ``delay`` s, ``window`` in flight at most."""
+    bound = window / delay
+    load_queued(stack, int(bound * (seconds + 15)))
+    smsc = {**FAST_SMSC, "response_delay": delay, "max_window": window}
+    stack.start(smsc, SMPP_WINDOW=str(window))
+    try:
+        stats = stack.simulator.stats
+        wait_for(lambda: stats()["accepted"] > bound, timeout=30)  # past the start
+        time.sleep(1)
+        first, started = stats(), time.monotonic()
+        time.sleep(seconds)
+        last, elapsed = stats(), time.monotonic() - started
+    finally:
+        stack.stop_service()
+    rate = (last["accepted"] - first["accepted"]) / elapsed
+    return {
+        "msg_per_s": round(rate, 1),
+        "bound_per_s": bound,
+        "share": round(rate / bound, 3),
+        "window_violations": last["window_violations"],
+        "max_outstanding_seen": last["max_outstanding_seen"],
+    }
+
+
+# --- 6: memory with a million messages queued -----------------------------------------------
+
+
+def memory_with_queue(stack: Stack, queued: int, seconds: float) -> dict:
+    """Peak RSS of the server(s) and the worker while a million queued messages are sent."""
+    load_queued(stack, queued)
+    stack.start(FAST_SMSC)
+    try:
+        worker_cpu = cpu_seconds(stack.worker_pid)
+        stop = threading.Event()
+        wrk = threading.Thread(
+            target=lambda: run_wrk(stack.base_url + "/v1/send", SEND_BODY + "&wait=0", 20, 10),
+            daemon=True,
+        )
+        wrk.start()  # the server busy too, while the worker works through the queue
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.5)
+        wrk.join(30)
+        sent = stack.simulator.stats()["accepted"]
+        figures = {
+            "queued": queued,
+            "server_peak_rss_mb": round(max(peak_rss_mb(p) for p in stack.server_pids), 1),
+            "worker_peak_rss_mb": round(peak_rss_mb(stack.worker_pid), 1),
+            "sent_meanwhile": sent,
+            "worker_cpu_s": round(cpu_seconds(stack.worker_pid) - worker_cpu, 1),
+        }
+    finally:
+        stack.stop_service()
+    return figures
+
+
+def load_queued(stack: Stack, count: int, chunk: int = 100_000) -> None:
+    """Queue ``count`` one-part messages straight in the store, as the API would store them."""
+    now = "now()" if stack.postgres else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    for start in range(0, count, chunk):
+        end = min(count, start + chunk)
+        if stack.postgres:
+            numbers = f"generate_series({start + 1}, {end}) AS g(n)"
+            prefix = ""
+        else:
+            prefix = (
+                f"WITH RECURSIVE g(n) AS (SELECT {start + 1} UNION ALL "
+                f"SELECT n + 1 FROM g WHERE n < {end}) "
+            )
+            numbers = "g"
+        blob = "convert_to(m.text, 'UTF8')" if stack.postgres else "CAST(m.text AS BLOB)"
+        false = "false" if stack.postgres else "0"
+        since = stack.scalar("SELECT COALESCE(MAX(id), 0) FROM messaging_message")
+        stack.sql(
+            [
+                "INSERT INTO messaging_message (src, src_ton, src_npi, dst, dst_ton, dst_npi, "
+                "text, encoding, requested_encoding, data_coding, ucs2_forced_by, parts_count, "
+                "register, priority, reference, callback_url, request_hash, state, "
+                "possibly_duplicated, notify_channel, created_at, updated_at) "
+                f"{prefix}SELECT 'bench', 0, 0, '55' || n, 0, 0, 'queued-' || n, 'gsm7', "
+                f"'auto', 0, '', 1, 'final', 0, '', '', '', 'queued', {false}, '', {now}, {now} "
+                f"FROM {numbers}",
+                'INSERT INTO messaging_messagepart (message_id, "index", short_message, '
+                "esm_class, use_payload, state, next_attempt_at, worker, attempts, bind_id, "
+                f"possibly_duplicated) SELECT m.id, 1, {blob}, 0, {false}, 'queued', {now}, '', "
+                f"0, '', {false} FROM messaging_message m WHERE m.id > {since}",
+                "INSERT INTO messaging_statetransition (message_id, from_state, to_state, "
+                f"detail, at) SELECT m.id, '', 'queued', 'stored', {now} "
+                f"FROM messaging_message m WHERE m.id > {since}",
+            ]
+        )

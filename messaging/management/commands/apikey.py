@@ -1,0 +1,86 @@
+"""manage.py apikey create|list|revoke: API keys from the command line.
+
+``create`` prints the key once (only its hash is stored) and the webhook
+secret; ``list`` shows prefixes, never keys; ``revoke`` takes the prefix.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import URLValidator
+
+from messaging import api_keys
+from messaging.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = "Create, list and revoke API keys (see SMSAPI_AUTH)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help="make a key and print it (once)")
+        create.add_argument("name", help="who or what the key is for")
+        create.add_argument(
+            "--rate-limit", type=int, default=0, help="requests a minute; 0: no limit"
+        )
+        create.add_argument("--callback-url", default="", help="default receipt webhook URL")
+        create.add_argument(
+            "--no-incoming",
+            action="store_true",
+            help="do not show incoming (mobile-originated) messages to this key",
+        )
+        actions.add_parser("list", help="the keys, by prefix")
+        revoke = actions.add_parser("revoke", help="revoke a key for good")
+        revoke.add_argument("prefix", help="the key's prefix (or the whole key)")
+
+    def handle(self, *args, action: str, **options) -> None:
+        getattr(self, f"handle_{action}")(**options)
+
+    def handle_create(
+        self, name: str, rate_limit: int, callback_url: str, no_incoming: bool, **options
+    ) -> None:
+        if rate_limit < 0:
+            raise CommandError("--rate-limit must be 0 (no limit) or more")
+        if callback_url:
+            try:
+                URLValidator(schemes=["http", "https"])(callback_url)
+            except ValidationError as exc:
+                raise CommandError(f"--callback-url: {exc.messages[0]}") from exc
+        issued = api_keys.create_key(
+            name, rate_limit=rate_limit, callback_url=callback_url, receive_incoming=not no_incoming
+        )
+        key = issued.api_key
+        self.stdout.write(f"API key {key.prefix} ({key.name}) created. The key, shown only now:")
+        self.stdout.write(issued.key)
+        self.stdout.write(f"webhook secret: {key.webhook_secret}")
+        self.stdout.write(f'use it as: curl -H "Authorization: Bearer {issued.key}" ...')
+        if not api_keys.auth_required():
+            self.stdout.write("note: SMSAPI_AUTH=off here; a server asks for keys only when run")
+            self.stdout.write("with SMSAPI_AUTH=required")
+
+    def handle_list(self, **options) -> None:
+        keys = list(ApiKey.objects.order_by("created_at", "id"))
+        if not keys:
+            self.stdout.write("no API keys")
+            return
+        self.stdout.write(
+            f"{'prefix':<10} {'state':<8} {'rate/min':>8}  {'incoming':<8} created  name"
+        )
+        for key in keys:
+            state = "revoked" if key.revoked_at else "active"
+            rate = str(key.rate_limit) if key.rate_limit else "-"
+            incoming = "yes" if key.receive_incoming else "no"
+            created = key.created_at.strftime("%Y-%m-%d %H:%M")
+            self.stdout.write(
+                f"{key.prefix:<10} {state:<8} {rate:>8}  {incoming:<8} {created}  {key.name}"
+            )
+
+    def handle_revoke(self, prefix: str, **options) -> None:
+        try:
+            key = api_keys.revoke_key(prefix)
+        except ApiKey.DoesNotExist:
+            raise CommandError(f'no API key with prefix "{prefix}"') from None
+        self.stdout.write(
+            f"API key {key.prefix} ({key.name}) revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S}"
+        )

@@ -1,0 +1,116 @@
+"""Raw SQL for the store's hot path, the same on SQLite and PostgreSQL.
+
+The worker writes a few rows per message at thousands of messages a second.
+Django's ``bulk_update`` builds a ``CASE WHEN`` per field and row (quadratic
+in the batch) and ``bulk_create`` makes a model instance per row; both cost
+more than the database itself. Here rows are plain tuples: one prepared
+statement run for many rows (``executemany``), and on PostgreSQL ``COPY`` for
+inserts. Everything runs on Django's connection, inside the caller's
+``transaction.atomic()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+
+# PostgreSQL binds at most 65535 parameters per statement, SQLite 32766.
+MAX_IN_LIST = 10_000
+
+
+class Sql:
+    """Statements on the default connection; use inside ``transaction.atomic()``."""
+
+    def __init__(self) -> None:
+        connection.ensure_connection()
+        self.postgres = connection.vendor == "postgresql"
+        if self.postgres:
+            import psycopg
+
+            # Server-side binding: prepared once, then only values travel (Django's own
+            # cursors interpolate every value into the SQL text on the client).
+            self.cursor = psycopg.Cursor(connection.connection)
+        else:
+            self.cursor = connection.cursor()
+        self._adapt = connection.ops.adapt_datetimefield_value
+
+    def close(self) -> None:
+        self.cursor.close()
+
+    def __enter__(self) -> Sql:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- values ------------------------------------------------------------------------
+
+    def dt(self, value: datetime | None) -> Any:
+        """A datetime as this database stores it (SQLite: naive UTC text)."""
+        if value is None or self.postgres:
+            return value
+        return self._adapt(value)
+
+    @staticmethod
+    def json(value: object) -> str:
+        """A JSONField value, as Django would write it."""
+        return json.dumps(value)
+
+    def in_list(self, column: str, values: Sequence) -> tuple[str, list]:
+        """``column IN (...)`` as SQL and parameters."""
+        if self.postgres:
+            return f"{column} = ANY(%s)", [list(values)]
+        return f"{column} IN ({','.join(['%s'] * len(values))})", list(values)
+
+    # --- statements --------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        self.cursor.execute(sql, params)
+        return self.cursor.fetchall() if self.cursor.description else []
+
+    def update_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+        """``UPDATE table SET columns... WHERE id = ...``; each row is (values..., id)."""
+        rows = list(rows)
+        if not rows:
+            return
+        assignments = ", ".join(f'"{c}" = %s' for c in columns)
+        self.cursor.executemany(f'UPDATE {table} SET {assignments} WHERE "id" = %s', rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Insert many rows; ids are not returned (see ``last_id``)."""
+        if not rows:
+            return
+        names = ", ".join(f'"{c}"' for c in columns)
+        if self.postgres:
+            with self.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            self.cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+    def last_id(self, table: str) -> int:
+        """The id this connection last gave a row of ``table`` (its highest so far)."""
+        if self.postgres:
+            sql = f"SELECT currval(pg_get_serial_sequence('{table}', 'id'))"
+        else:
+            sql = "SELECT last_insert_rowid()"
+        return self.execute(sql)[0][0]
+
+
+def aware(value: datetime | str | None) -> datetime | None:
+    """A datetime read from either database, as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def chunks(values: Sequence, size: int = MAX_IN_LIST) -> Iterable[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
