@@ -86,6 +86,7 @@ class ClaimedPart:
     priority: int
     validity_until: datetime | None
     attempts: int
+    waited: bool = False  # an API request waits for the SMSC's answer to its message
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class SubmitOutcome:
     sequence: int | None = None
     retry_at: datetime | None = None
     detail: str = ""
+    message_id: int | None = None  # the part's message, when the caller knows it
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,7 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
             returning = returning.replace("p.", "")
         params = [State.SUBMITTING, worker_id, sql.dt(now + timedelta(seconds=lease_seconds))]
         params += [State.QUEUED, sql.dt(now), sql.dt(now), limit]
+        sql.use_indexes(ordered=True)  # walk part_claim_idx in order, stop at the limit
         if sql.postgres:
             rows = sql.execute(
                 # Skipping the messages locked too: a claim never waits for a batch of
@@ -425,7 +428,7 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
             r[0]: r
             for r in sql.execute(
                 "SELECT id, src, src_ton, src_npi, dst, dst_ton, dst_npi, data_coding, register, "
-                f"priority, validity_until FROM messaging_message WHERE {where}",
+                f"priority, validity_until, notify_channel FROM messaging_message WHERE {where}",
                 where_params,
             )
         }
@@ -452,6 +455,7 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
                 priority=m[9],
                 validity_until=aware(m[10]),
                 attempts=attempts,
+                waited=bool(m[11]),
             )
         )
     return claimed
@@ -486,6 +490,7 @@ def record_results(
     if not outcomes and not receipts:
         return Notifications()
     with transaction.atomic(), Sql() as sql:
+        sql.use_indexes()
         batch = _ResultBatch(sql)
         batch.load(outcomes, receipts)
         if outcomes:
@@ -563,31 +568,26 @@ class _ResultBatch:
                 + (" FOR UPDATE" if sql.postgres else ""),
                 params,
             )
-        conditions, params = [], []
-        part_ids = [o.part_id for o in outcomes]
-        if part_ids:
-            where, more = sql.in_list("id", part_ids)
-            conditions.append(where)
-            params += more
+        message_ids = {o.message_id for o in outcomes if o.message_id is not None}
+        lookups = []  # one indexed lookup per query (an OR of two would scan the table)
+        unknown = [o.part_id for o in outcomes if o.message_id is None]
+        if unknown:
+            lookups.append(sql.in_list("id", unknown))
         smsc_ids = {v for r in receipts for v in r.smsc_id_variants}
         if self.waiting:
             smsc_ids |= set(self.wanted.values())
         if smsc_ids:
-            where, more = sql.in_list("smsc_id", list(smsc_ids))
-            conditions.append(where)
-            params += more
-        if not conditions:
-            return
-        message_ids = [
-            r[0]
-            for r in sql.execute(
-                "SELECT DISTINCT message_id FROM messaging_messagepart "
-                f"WHERE {' OR '.join(conditions)}",
-                params,
+            lookups.append(sql.in_list("smsc_id", list(smsc_ids)))
+        for where, params in lookups:
+            message_ids.update(
+                r[0]
+                for r in sql.execute(
+                    f"SELECT message_id FROM messaging_messagepart WHERE {where}", params
+                )
             )
-        ]
         if not message_ids:
             return
+        message_ids = sorted(message_ids)
         # By explicit ids: the planner then walks the indexes instead of a join's scan.
         parts_where, params = sql.in_list("p.message_id", message_ids)
         messages_where, more = sql.in_list("m.id", message_ids)

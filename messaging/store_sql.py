@@ -47,6 +47,21 @@ class Sql:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def use_indexes(self, ordered: bool = False) -> None:
+        """Plan this transaction's statements on the indexes, whatever the statistics say.
+
+        Every statement of the hot path looks rows up by key: an index is always
+        right. But a table filled in the last minute has no statistics yet, and
+        the planner then takes it for small (a sequential scan per lookup) or the
+        queue for empty (sorting every due part rather than walking the claim
+        index in order). ``ordered`` also rules out sorting.
+        """
+        if self.postgres:
+            self.execute("SET LOCAL enable_seqscan = off")
+            if ordered:
+                self.execute("SET LOCAL enable_bitmapscan = off")
+                self.execute("SET LOCAL enable_sort = off")
+
     # --- values ------------------------------------------------------------------------
 
     def dt(self, value: datetime | None) -> Any:
@@ -69,7 +84,12 @@ class Sql:
     # --- statements --------------------------------------------------------------------
 
     def execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        self.cursor.execute(sql, params)
+        if self.postgres:
+            # Not prepared: a prepared statement soon gets a generic plan, which for
+            # ``= ANY(array)`` of unknown size is a sequential scan.
+            self.cursor.execute(sql, params, prepare=False)
+        else:
+            self.cursor.execute(sql, params)
         return self.cursor.fetchall() if self.cursor.description else []
 
     def update_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:

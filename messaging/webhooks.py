@@ -129,6 +129,11 @@ class Planner:
     def plan(self, limit: int = 500) -> int:
         """Plan the next events (up to ``limit``); returns how many events were read."""
         now = timezone.now()
+        known = WebhookCursor.objects.filter(name=CURSOR_NAME).values_list("last_event_id")
+        position = known.first()
+        if position is not None and not Event.objects.filter(id__gt=position[0]).exists():
+            # Nothing new: no transaction (on SQLite each one takes the write lock).
+            return 0
         with transaction.atomic():
             row = WebhookCursor.objects.select_for_update().filter(name=CURSOR_NAME).first()
             if row is None:  # the migration makes it; if it is gone, start with new events
@@ -190,10 +195,14 @@ def claim_due(limit: int, lease_seconds: float) -> list[Outgoing]:
     share the work; SQLite serialises writers, which has the same effect.
     """
     now = timezone.now()
+    due = WebhookDelivery.objects.filter(
+        state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now
+    )
+    if not due.exists():  # the usual case when idle: no transaction, no write lock
+        return []
     with transaction.atomic():
         ids = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now)
+            due.select_for_update(skip_locked=True)
             .order_by("next_attempt_at", "id")
             .values_list("id", flat=True)[:limit]
         )
@@ -389,12 +398,21 @@ class WebhookSender:
                 timeout=self.config.timeout, limits=limits, follow_redirects=False
             ) as client:
                 await self._db(close_old_connections)
+                failing = False
                 while not self._stopping.is_set():
                     try:
                         busy = await self._round(client)
-                    except Exception:
-                        logger.exception("webhook sender: store unavailable; trying again")
-                        busy = False
+                    except Exception as exc:
+                        # The whole story once, then one line a round until it recovers.
+                        if failing:
+                            logger.warning("webhook sender: store still unavailable: %s", exc)
+                        else:
+                            logger.exception("webhook sender: store unavailable; trying again")
+                        failing, busy = True, False
+                    else:
+                        if failing:
+                            logger.info("webhook sender: store available again")
+                        failing = False
                     if not busy:
                         await self._sleep(bell)
                 if self._tasks:  # let the POSTs in flight end (each is bounded by the timeout)

@@ -62,6 +62,10 @@ class WorkerConfig:
     poll_interval: float = 0.5
     flush_interval: float = 0.002
     flush_batch: int = 2000  # most results written in one transaction
+    # How long an accepted submit's result may wait for its receipt, so that both
+    # are written together (one update of the part and message instead of two).
+    receipt_wait: float = 1.0
+    receipt_wait_max: int = 50_000  # results held at most (memory), beyond: written at once
     maintenance_interval: float = 1.0
     default_alphabet: str = "gsm7"
     reassembly_timeout: float = 60.0
@@ -127,6 +131,9 @@ class SMPPWorker:
         self._pending = _Pending()
         # (send before, part): claimed, waiting for room in the window
         self._unsent: deque[tuple[float, ClaimedPart]] = deque()
+        # SMSC id -> (write by, result): accepted submits waiting for their receipt
+        self._held: dict[str, tuple[float, SubmitOutcome]] = {}
+        self._held_timer: asyncio.TimerHandle | None = None
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._session: SMPPSession | None = None
@@ -244,6 +251,7 @@ class SMPPWorker:
             self._pending.outcomes.extend(
                 SubmitOutcome(
                     part_id=p.part_id,
+                    message_id=p.message_id,
                     outcome=SubmitOutcome.UNKNOWN,
                     bind_id=session.bind_id,
                     detail="link lost before the SMSC answered",
@@ -269,6 +277,7 @@ class SMPPWorker:
         unsent = self._unsent
         window = self.config.session.window
         keep = self.config.lease_seconds / 2
+        backlog_limit = 10 * window
         claiming = None  # concurrent.futures.Future of the claim under way
         try:
             while True:
@@ -300,6 +309,8 @@ class SMPPWorker:
                         await self._wait_for_work(layer)
                         continue
                 await session.wait_for_window()
+                while len(self._held) + len(self._pending.outcomes) >= backlog_limit:
+                    await asyncio.sleep(0.002)  # results not yet written: let the store catch up
                 allowed = bucket.take(min(session.window_free, len(unsent)))
                 if allowed == 0:
                     await asyncio.sleep(max(0.001, bucket.wait_time()))
@@ -337,7 +348,10 @@ class SMPPWorker:
         """Claimed parts that never left go back to the queue (not as duplicates)."""
         if parts:
             self._pending.outcomes.extend(
-                SubmitOutcome(part_id=p.part_id, outcome=SubmitOutcome.UNSENT) for p in parts
+                SubmitOutcome(
+                    part_id=p.part_id, message_id=p.message_id, outcome=SubmitOutcome.UNSENT
+                )
+                for p in parts
             )
             self._flush_wanted.set()
 
@@ -358,6 +372,7 @@ class SMPPWorker:
         if status is None:
             outcome = SubmitOutcome(
                 part_id=part.part_id,
+                message_id=part.message_id,
                 outcome=SubmitOutcome.UNKNOWN,
                 bind_id=bind_id,
                 sequence=sequence,
@@ -367,17 +382,27 @@ class SMPPWorker:
         elif status == 0:
             outcome = SubmitOutcome(
                 part_id=part.part_id,
+                message_id=part.message_id,
                 outcome=SubmitOutcome.SUBMITTED,
                 command_status=0,
                 smsc_id=message_id.strip().lower(),
                 bind_id=bind_id,
                 sequence=sequence,
             )
+            if (
+                part.register == "final"
+                and not part.waited
+                and self.config.receipt_wait > 0
+                and len(self._held) < self.config.receipt_wait_max
+            ):
+                self._hold(outcome)
+                return
         else:
             reaction = reaction_for(status)
             if reaction == Reaction.FAIL:
                 outcome = SubmitOutcome(
                     part_id=part.part_id,
+                    message_id=part.message_id,
                     outcome=SubmitOutcome.FAILED,
                     command_status=status,
                     bind_id=bind_id,
@@ -392,6 +417,7 @@ class SMPPWorker:
                 delay = RETRY_DELAYS.get(reaction, 5.0) * min(part.attempts, 6)
                 outcome = SubmitOutcome(
                     part_id=part.part_id,
+                    message_id=part.message_id,
                     outcome=SubmitOutcome.RETRY,
                     command_status=status,
                     bind_id=bind_id,
@@ -401,6 +427,49 @@ class SMPPWorker:
                 )
         self._pending.outcomes.append(outcome)
         self._flush_wanted.set()
+
+    # --- results waiting for their receipt ------------------------------------------------
+    #
+    # A fast SMSC sends the receipt a moment after the response. Written apart,
+    # the part and its message are locked and updated twice; written in one
+    # batch, once. So an accepted submit whose receipt will come (and that no
+    # request waits for) is held for ``receipt_wait`` seconds: its receipt
+    # takes it along, or the timer writes it alone. A crash meanwhile leaves
+    # the part in flight, to be sent again marked possibly duplicated, as a
+    # crash before any write does.
+
+    def _hold(self, outcome: SubmitOutcome) -> None:
+        loop = asyncio.get_running_loop()
+        self._held[outcome.smsc_id] = (loop.time() + self.config.receipt_wait, outcome)
+        if self._held_timer is None:
+            self._held_timer = loop.call_later(self.config.receipt_wait, self._release_held)
+
+    def _release_held(self, everything: bool = False) -> None:
+        """Hand the results whose wait is over (or all of them) to the next write."""
+        if self._held_timer is not None:
+            self._held_timer.cancel()  # one timer at a time (this may be it)
+        self._held_timer = None
+        now = asyncio.get_running_loop().time()
+        released = []
+        for smsc_id, (due, outcome) in self._held.items():
+            if due > now and not everything:
+                # In holding order, so in due order: the rest are younger.
+                self._held_timer = asyncio.get_running_loop().call_at(due, self._release_held)
+                break
+            released.append(smsc_id)
+            self._pending.outcomes.append(outcome)
+        for smsc_id in released:
+            del self._held[smsc_id]
+        if released:
+            self._flush_wanted.set()
+
+    def _take_held(self, receipt: ReceiptIn) -> None:
+        """A receipt came: its submit's result goes in the same write."""
+        for variant in receipt.smsc_id_variants:
+            entry = self._held.pop(variant, None)
+            if entry is not None:
+                self._pending.outcomes.append(entry[1])
+                return
 
     async def _answer_queries(self, session: SMPPSession) -> None:
         """Serve /v1/query's questions to the SMSC (query_sm) while bound."""
@@ -442,6 +511,8 @@ class SMPPWorker:
                 self._session.respond_deliver(sequence, RECEIVER_RETRY_LATER)
             return
         if isinstance(item, ReceiptIn):
+            if self._held:
+                self._take_held(item)
             self._pending.receipts.append((item, sequence, self._session))
         else:
             self._pending.fragments.append((item, sequence, self._session))
@@ -457,6 +528,7 @@ class SMPPWorker:
             await self._flush()
 
     async def _flush_all(self) -> None:
+        self._release_held(everything=True)
         while self._pending:
             await self._flush()
 

@@ -327,3 +327,30 @@ def test_the_sender_process_posts_receipts_and_incoming_messages_end_to_end(
     ]
     delivered = [line for line in lines if line["message"].startswith("webhook delivered")]
     assert {line.get("message_id") for line in delivered} == {int(response.json()["id"]), None}
+
+
+def test_the_admin_lists_deliveries_and_shows_every_attempt(receiver, client, django_user_model):
+    receiver.statuses["/admin-seen"] = [503]
+    message = make_message()
+    Message.objects.filter(pk=message.pk).update(callback_url=receiver.url("/admin-seen"))
+    with running_sender():
+        (event_id,) = add_events(1, "receipt", message=message, ring=False)
+        wait_until(settled())
+    delivery = WebhookDelivery.objects.get()
+    client.force_login(django_user_model.objects.create_superuser("op", "op@example.com", "x"))
+
+    delivered = client.get("/admin/messaging/webhookdelivery/?state__exact=delivered")
+    assert delivered.status_code == 200
+    assert receiver.url("/admin-seen") in delivered.content.decode()
+    failed = client.get("/admin/messaging/webhookdelivery/?state__exact=failed")
+    assert receiver.url("/admin-seen") not in failed.content.decode()
+
+    page = client.get(f"/admin/messaging/webhookdelivery/{delivery.pk}/change/").content.decode()
+    for shown in (
+        "answer 503",
+        "answer 200",
+        receiver.url("/admin-seen"),
+        f"event_id&quot;:{event_id}",
+    ):
+        assert shown in page, shown
+    assert "Save" not in page  # read-only
