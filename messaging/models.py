@@ -69,7 +69,11 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["state", "created_at"])]
+        indexes = [
+            models.Index(fields=["state", "created_at"]),
+            # The admin's SMSC-error filter and its list of codes.
+            models.Index(fields=["state", "command_status"], name="message_error_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"message {self.pk} to {self.dst} ({self.state})"
@@ -128,7 +132,7 @@ class Receipt(models.Model):
     error_code = models.PositiveIntegerField(null=True, blank=True)
     submitted_date = models.DateTimeField(null=True, blank=True)
     done_date = models.DateTimeField(null=True, blank=True)
-    source_addr = models.CharField(max_length=21, blank=True, default="")  # the handset
+    source_addr = models.CharField(max_length=21, blank=True, default="", db_index=True)  # handset
     destination_addr = models.CharField(max_length=21, blank=True, default="")
     raw_text = models.TextField(blank=True, default="")
     tlvs = models.JSONField(default=dict, blank=True)
@@ -172,7 +176,7 @@ class IncomingMessage(models.Model):
     """A mobile-originated message, decoded and (when long) reassembled."""
 
     src = models.CharField(max_length=21, db_index=True)
-    dst = models.CharField(max_length=21)
+    dst = models.CharField(max_length=21, db_index=True)
     text = models.TextField(blank=True, default="")
     data_coding = models.PositiveSmallIntegerField(default=0)
     binary_hex = models.TextField(blank=True, default="")  # set when data_coding is binary
@@ -252,6 +256,9 @@ class LinkStatus(models.Model):
     smsc = models.CharField(max_length=200, blank=True, default="")
     changed_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "link statuses"
 
     def __str__(self) -> str:
         return f"{self.worker_id}: {self.state}"
