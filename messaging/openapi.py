@@ -146,6 +146,13 @@ class SendRequestSerializer(SendSerializer):
 # --- the operations ---------------------------------------------------------------------
 
 _ERROR = OpenApiResponse(ErrorSerializer)
+# Every API operation may answer these when SMSAPI_AUTH=required.
+_KEY_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Missing, invalid or revoked API key"),
+    429: OpenApiResponse(
+        ErrorSerializer, description="The key's rate limit is exceeded; see Retry-After"
+    ),
+}
 _FORMATS = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
 _IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -171,6 +178,7 @@ _send = extend_schema(
         409: OpenApiResponse(ConflictSerializer, description="Idempotency-Key reused"),
         502: OpenApiResponse(SendFailedSerializer, description="The SMSC refused the message"),
         503: OpenApiResponse(ErrorSerializer, description="The message store is unavailable"),
+        **_KEY_ERRORS,
     },
 )
 
@@ -191,6 +199,7 @@ send_batch_schema = extend_schema_view(
             400: _ERROR,
             409: OpenApiResponse(ConflictSerializer, description="Idempotency-Key reused"),
             503: OpenApiResponse(ErrorSerializer, description="The message store is unavailable"),
+            **_KEY_ERRORS,
         },
     )
 )
@@ -205,7 +214,7 @@ query_schema = extend_schema_view(
             OpenApiParameter("id", OpenApiTypes.STR, description="Our id."),
             OpenApiParameter("src", OpenApiTypes.STR, description="Accepted and ignored."),
         ],
-        responses={200: QueryAnswerSerializer, 400: _ERROR, 404: _ERROR},
+        responses={200: QueryAnswerSerializer, 400: _ERROR, 404: _ERROR, **_KEY_ERRORS},
     )
 )
 
@@ -225,7 +234,7 @@ message_list_schema = extend_schema_view(
             OpenApiParameter("since", OpenApiTypes.STR, description="ISO 8601 date or time."),
             OpenApiParameter("until", OpenApiTypes.STR, description="ISO 8601 date or time."),
         ],
-        responses={200: MessageSerializer(many=True), 400: _ERROR},
+        responses={200: MessageSerializer(many=True), 400: _ERROR, **_KEY_ERRORS},
     )
 )
 
@@ -234,7 +243,7 @@ message_detail_schema = extend_schema_view(
         operation_id="messages_retrieve",
         tags=["messages"],
         summary="One message: parts, SMSC ids, receipts and its timeline",
-        responses={200: MessageDetailSerializer, 404: _ERROR},
+        responses={200: MessageDetailSerializer, 404: _ERROR, **_KEY_ERRORS},
     )
 )
 

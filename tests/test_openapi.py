@@ -37,8 +37,9 @@ def test_schema_is_valid_openapi_in_yaml_and_json(client):
     assert {"/v1/send", "/v1/query", "/v1/messages", "/v1/messages/{id}"} <= paths
     assert {"/healthz", "/readyz", "/metrics"} <= paths
     send = spec["paths"]["/v1/send"]["post"]
-    assert set(send["responses"]) == {"200", "202", "400", "409", "502", "503"}
-    assert set(spec["paths"]["/v1/query"]["get"]["responses"]) == {"200", "400", "404"}
+    assert set(send["responses"]) == {"200", "202", "400", "401", "409", "429", "502", "503"}
+    query = spec["paths"]["/v1/query"]["get"]["responses"]
+    assert set(query) == {"200", "400", "401", "404", "429"}
     # Every send parameter the API validates is described.
     from messaging.serializers import SendSerializer
 
