@@ -13,7 +13,7 @@ import threading
 import time
 
 from .load import HttpConnection, SSEListener, percentile, run_wrk
-from .services import Stack, cpu_seconds, peak_rss_mb
+from .services import CpuMeter, Stack, cpu_seconds, peak_rss_mb
 
 FAST_SMSC = {"receipt_delay": 0.0, "record_limit": 200_000}
 SEND_BODY = "src=bench&dst=5511900000001&text=hello+from+the+bench"
@@ -38,7 +38,9 @@ def send_requests(stack: Stack, wait: bool, seconds: float, connections: int = 2
         body = SEND_BODY if wait else SEND_BODY + "&wait=0"
         url = stack.base_url + "/v1/send"
         run_wrk(url, body, connections, seconds=2)  # warm up: imports, connections, caches
+        meter = CpuMeter(stack).start()
         figures = run_wrk(url, body, connections, seconds=seconds)
+        cpu = meter.stop()
     finally:
         stack.stop_service()
     return {
@@ -50,6 +52,7 @@ def send_requests(stack: Stack, wait: bool, seconds: float, connections: int = 2
             figures[k]
             for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
         ),
+        "cpu_cores": cpu,
     }
 
 
@@ -101,10 +104,12 @@ def batch_ingest(stack: Stack, messages: int, clients: int = 4, size: int = 1000
     try:
         asyncio.run(post_batches(stack.http_port, batch_bodies("warm", 2 * size, size), clients))
         bodies = batch_bodies("ingest", messages, size)
+        meter = CpuMeter(stack).start()
         posted, elapsed = asyncio.run(post_batches(stack.http_port, bodies, clients))
+        cpu = meter.stop()
     finally:
         stack.stop_service()
-    return {"msg_per_s": round(len(posted) / elapsed, 1), "messages": len(posted)}
+    return {"msg_per_s": round(len(posted) / elapsed, 1), "messages": len(posted), "cpu_cores": cpu}
 
 
 # --- 4: end to end ---------------------------------------------------------------------------
@@ -114,7 +119,9 @@ def end_to_end(stack: Stack, messages: int, clients: int = 2, size: int = 1000) 
     """Batches in, until the last receipt event has reached a connected SSE client."""
     stack.start(FAST_SMSC)
     try:
+        meter = CpuMeter(stack).start()
         result = asyncio.run(_end_to_end(stack, messages, clients, size))
+        result["cpu_cores"] = meter.stop()
         submits = stack.simulator.submits()
     finally:
         stack.stop_service()
@@ -174,9 +181,11 @@ def window_bound(stack: Stack, seconds: float, delay: float = 0.05, window: int 
         stats = stack.simulator.stats
         wait_for(lambda: stats()["accepted"] > bound, timeout=30)  # past the start
         time.sleep(1)
+        meter = CpuMeter(stack).start()
         first, started = stats(), time.monotonic()
         time.sleep(seconds)
         last, elapsed = stats(), time.monotonic() - started
+        cpu = meter.stop()
     finally:
         stack.stop_service()
     rate = (last["accepted"] - first["accepted"]) / elapsed
@@ -186,6 +195,7 @@ def window_bound(stack: Stack, seconds: float, delay: float = 0.05, window: int 
         "share": round(rate / bound, 3),
         "window_violations": last["window_violations"],
         "max_outstanding_seen": last["max_outstanding_seen"],
+        "cpu_cores": cpu,
     }
 
 
@@ -198,15 +208,13 @@ def memory_with_queue(stack: Stack, queued: int, seconds: float) -> dict:
     stack.start(FAST_SMSC)
     try:
         worker_cpu = cpu_seconds(stack.worker_pid)
-        stop = threading.Event()
+        meter = CpuMeter(stack).start()
         wrk = threading.Thread(
             target=lambda: run_wrk(stack.base_url + "/v1/send", SEND_BODY + "&wait=0", 20, 10),
             daemon=True,
         )
         wrk.start()  # the server busy too, while the worker works through the queue
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not stop.is_set():
-            time.sleep(0.5)
+        time.sleep(seconds)
         wrk.join(30)
         sent = stack.simulator.stats()["accepted"]
         figures = {
@@ -215,6 +223,7 @@ def memory_with_queue(stack: Stack, queued: int, seconds: float) -> dict:
             "worker_peak_rss_mb": round(peak_rss_mb(stack.worker_pid), 1),
             "sent_meanwhile": sent,
             "worker_cpu_s": round(cpu_seconds(stack.worker_pid) - worker_cpu, 1),
+            "cpu_cores": meter.stop(),
         }
     finally:
         stack.stop_service()

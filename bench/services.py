@@ -70,6 +70,62 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU used by each part of the set-up between ``start()`` and ``stop()``, in cores.
+
+    PostgreSQL and Redis are counted whole (every process of theirs on the
+    machine), so other work on the machine shows up there too.
+    """
+
+    def __init__(self, stack: Stack):
+        self.groups = {
+            "server": stack.server_pids,
+            "worker": [stack.worker.pid] if stack.worker is not None else [],
+            "simulator": [stack.simulator.process.pid] if stack.simulator else [],
+        }
+        self.stack = stack
+
+    def _sample(self) -> dict[str, float]:
+        groups = {
+            **self.groups,
+            "postgres": _pids_named("postgres"),
+            "redis": _pids_named("redis-server"),
+        }
+        sample = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+        sample["load generator"] = _children_cpu()
+        return sample
+
+    def start(self) -> CpuMeter:
+        self._first, self._started = self._sample(), time.monotonic()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        last, elapsed = self._sample(), time.monotonic() - self._started
+        return {
+            name: round((last[name] - self._first.get(name, 0.0)) / elapsed, 2)
+            for name in last
+            if last[name] - self._first.get(name, 0.0) > 0.005 * elapsed
+        }
+
+
+def _children_cpu() -> float:
+    """CPU of this process and of the load generators it ran (wrk), in seconds."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 @dataclass
 class Simulator:
     """``manage.py smsc_simulator`` as a process, with its HTTP control port."""

@@ -113,6 +113,29 @@ class Sql:
             marks = ", ".join(["%s"] * len(columns))
             self.cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
+    def insert_returning_ids(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence]
+    ) -> list[int]:
+        """Insert rows and return their new ids, in the order of ``rows``.
+
+        Ids come from a sequence (PostgreSQL) or AUTOINCREMENT (SQLite), taken
+        row after row: in the order of the rows, they rise. So the ids one
+        statement returns, sorted, are the rows' ids in order.
+        """
+        names = ", ".join(f'"{c}"' for c in columns)
+        row_marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        per_statement = max(1, (30_000 if not self.postgres else 60_000) // len(columns))
+        ids: list[int] = []
+        for batch in chunks(rows, per_statement):
+            params = [value for row in batch for value in row]
+            returned = self.execute(
+                f"INSERT INTO {table} ({names}) VALUES "
+                f"{', '.join([row_marks] * len(batch))} RETURNING id",
+                params,
+            )
+            ids += sorted(r[0] for r in returned)
+        return ids
+
     def last_id(self, table: str) -> int:
         """The id this connection last gave a row of ``table`` (its highest so far)."""
         if self.postgres:
@@ -120,6 +143,73 @@ class Sql:
         else:
             sql = "SELECT last_insert_rowid()"
         return self.execute(sql)[0][0]
+
+
+_MISSING = object()
+# Field types whose Python value goes to either database as it is.
+_PLAIN_TYPES = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "BigIntegerField",
+        "BinaryField",
+        "BooleanField",
+        "CharField",
+        "EmailField",
+        "ForeignKey",
+        "IntegerField",
+        "PositiveBigIntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SlugField",
+        "SmallIntegerField",
+        "TextField",
+        "URLField",
+    }
+)
+
+
+class ModelRows:
+    """Rows of one model's table for raw inserts: every column but the id.
+
+    Values come from dicts keyed by attribute name (``message_id``); a missing
+    one takes the field's default, so a field added to the model later needs
+    no change here. Dates and JSON are converted for the database.
+    """
+
+    def __init__(self, model: type, sql: Sql):
+        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        self.table = model._meta.db_table
+        self.columns = [f.column for f in fields]
+        self._plan = []
+        for f in fields:
+            kind = f.get_internal_type()
+            if kind == "DateTimeField":
+                convert = sql.dt
+            elif kind in _PLAIN_TYPES:
+                convert = None
+            else:
+
+                def convert(value, f=f):
+                    return f.get_db_prep_save(value, connection)
+
+            self._plan.append((f.attname, f.get_default, convert))
+
+    def row(self, values: dict) -> tuple:
+        out = []
+        for name, default, convert in self._plan:
+            value = values.get(name, _MISSING)
+            if value is _MISSING:
+                value = default()  # what Django would store: the default, "" or None
+            out.append(value if convert is None else convert(value))
+        return tuple(out)
+
+    def rows(self, values: Iterable[dict]) -> list[tuple]:
+        return [self.row(v) for v in values]
+
+    def of(self, instance: object) -> tuple:
+        """The row of a model instance (its fields already hold their defaults)."""
+        return self.row(instance.__dict__)
 
 
 def aware(value: datetime | str | None) -> datetime | None:

@@ -64,7 +64,7 @@ class WorkerConfig:
     flush_batch: int = 2000  # most results written in one transaction
     # How long an accepted submit's result may wait for its receipt, so that both
     # are written together (one update of the part and message instead of two).
-    receipt_wait: float = 1.0
+    receipt_wait: float = 0.5
     receipt_wait_max: int = 50_000  # results held at most (memory), beyond: written at once
     maintenance_interval: float = 1.0
     default_alphabet: str = "gsm7"
@@ -134,6 +134,11 @@ class SMPPWorker:
         # SMSC id -> (write by, result): accepted submits waiting for their receipt
         self._held: dict[str, tuple[float, SubmitOutcome]] = {}
         self._held_timer: asyncio.TimerHandle | None = None
+        # Ids of receipts that came before their response: this and the last generation
+        # (a generation lasts receipt_wait seconds).
+        self._receipts_seen: set[str] = set()
+        self._receipts_seen_before: set[str] = set()
+        self._receipts_seen_since = 0.0
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._session: SMPPSession | None = None
@@ -277,7 +282,7 @@ class SMPPWorker:
         unsent = self._unsent
         window = self.config.session.window
         keep = self.config.lease_seconds / 2
-        backlog_limit = 10 * window
+        backlog_limit = 5 * window
         claiming = None  # concurrent.futures.Future of the claim under way
         try:
             while True:
@@ -309,7 +314,7 @@ class SMPPWorker:
                         await self._wait_for_work(layer)
                         continue
                 await session.wait_for_window()
-                while len(self._held) + len(self._pending.outcomes) >= backlog_limit:
+                while len(self._pending.outcomes) >= backlog_limit:
                     await asyncio.sleep(0.002)  # results not yet written: let the store catch up
                 allowed = bucket.take(min(session.window_free, len(unsent)))
                 if allowed == 0:
@@ -394,6 +399,8 @@ class SMPPWorker:
                 and not part.waited
                 and self.config.receipt_wait > 0
                 and len(self._held) < self.config.receipt_wait_max
+                and outcome.smsc_id not in self._receipts_seen
+                and outcome.smsc_id not in self._receipts_seen_before
             ):
                 self._hold(outcome)
                 return
@@ -463,13 +470,14 @@ class SMPPWorker:
         if released:
             self._flush_wanted.set()
 
-    def _take_held(self, receipt: ReceiptIn) -> None:
+    def _take_held(self, receipt: ReceiptIn) -> bool:
         """A receipt came: its submit's result goes in the same write."""
         for variant in receipt.smsc_id_variants:
             entry = self._held.pop(variant, None)
             if entry is not None:
                 self._pending.outcomes.append(entry[1])
-                return
+                return True
+        return False
 
     async def _answer_queries(self, session: SMPPSession) -> None:
         """Serve /v1/query's questions to the SMSC (query_sm) while bound."""
@@ -511,8 +519,9 @@ class SMPPWorker:
                 self._session.respond_deliver(sequence, RECEIVER_RETRY_LATER)
             return
         if isinstance(item, ReceiptIn):
-            if self._held:
-                self._take_held(item)
+            if not self._take_held(item):
+                # It overtook its response: that result must not wait for it.
+                self._receipts_seen.update(item.smsc_id_variants)
             self._pending.receipts.append((item, sequence, self._session))
         else:
             self._pending.fragments.append((item, sequence, self._session))
@@ -539,6 +548,10 @@ class SMPPWorker:
         receipt the database refuses, say), they are tried apart, so that one
         bad deliver_sm never holds up the results of the submits.
         """
+        now = time.monotonic()
+        if now - self._receipts_seen_since > self.config.receipt_wait:
+            self._receipts_seen_before, self._receipts_seen = self._receipts_seen, set()
+            self._receipts_seen_since = now
         pending = self._pending.take(self.config.flush_batch)
         if self._pending:
             self._flush_wanted.set()  # more than one batch's worth: go on at once
