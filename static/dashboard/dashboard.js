@@ -492,10 +492,13 @@
   $("api-base").textContent = API;
   const keyInput = $("api-key");
   keyInput.value = apiKey;
+  let reloading = false;
   const saveKey = (event) => {
     if (event) event.preventDefault();
     const value = keyInput.value.trim();
-    if (value === apiKey) return;
+    // Enter fires both "change" and "submit": reload once.
+    if (value === apiKey || reloading) return;
+    reloading = true;
     if (value) localStorage.setItem(KEY_STORAGE, value);
     else localStorage.removeItem(KEY_STORAGE);
     location.reload(); // every connection starts again with the new key
