@@ -37,7 +37,9 @@ WORKER_ENV = {
     "SMPP_WINDOW": "20",
     "SMPP_MAX_RATE": "900",
     "SMPP_RESPONSE_TIMEOUT": "1",
-    "SMPP_LEASE_SECONDS": "3",
+    # Long enough that a busy worker's parts are never taken from it, short enough
+    # that a killed worker's parts come back within the test.
+    "SMPP_LEASE_SECONDS": "10",
     "SMPP_MAX_ATTEMPTS": "50",
 }
 SMSC_LIMITS = {"max_window": 20, "max_rate": 1000.0}
@@ -114,6 +116,7 @@ def check_and_report(name: str, smsc: SimulatorThread, ids: list[int], started: 
     return figures
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_fault(name, start_worker):
     config = SimulatorConfig(port=0, receipt_delay=0.01, seed=7, **SMSC_LIMITS, **SCENARIOS[name])
@@ -130,6 +133,7 @@ def test_fault(name, start_worker):
     assert figures["smsc_throttled_for_rate"] == 0  # our rate stayed under the SMSC's
 
 
+@pytest.mark.timeout(300)
 def test_worker_killed_at_random_moments(start_worker):
     rng = random.Random(11)
     config = SimulatorConfig(port=0, receipt_delay=0.01, **SMSC_LIMITS)
@@ -149,6 +153,7 @@ def test_worker_killed_at_random_moments(start_worker):
         check_and_report("worker SIGKILLed 3 times", smsc, ids, started)
 
 
+@pytest.mark.timeout(600)
 def test_three_workers_share_the_queue_without_duplicates(start_worker):
     if connection.vendor != "postgresql":
         pytest.skip("several workers need PostgreSQL")
