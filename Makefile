@@ -9,7 +9,7 @@ SIMULATOR_PORT ?= 2775
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/3
 
-.PHONY: run test test-sqlite test-postgres faults lint install install-dev browser migrate simulator worker clean
+.PHONY: run test test-sqlite test-postgres faults bench lint install install-dev browser migrate simulator worker clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,13 @@ test-postgres: install-dev
 faults: install-dev
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=test_faults \
 		$(PY) -m pytest -q -s -p no:logging -m faults tests/faults
+
+# The performance figures of issue 7 (docs/performance.md): the service as processes,
+# embedded (SQLite) then PostgreSQL + Redis (as for `make test`); prints a table and
+# writes bench/results.json. wrk (Debian's package) is the HTTP load generator.
+bench: install-dev
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) data/*.sqlite3* test-output

@@ -123,17 +123,28 @@ def end_to_end(stack: Stack, messages: int, clients: int = 2, size: int = 1000) 
         result = asyncio.run(_end_to_end(stack, messages, clients, size))
         result["cpu_cores"] = meter.stop()
         submits = stack.simulator.submits()
+        stored = dict(stack.rows(_RECEIPT_EVENTS_PG if stack.postgres else _RECEIPT_EVENTS_SQLITE))
     finally:
         stack.stop_service()
     posted = result.pop("posted")
     arrived = result.pop("arrived")
-    to_wire, to_sse = [], []
+    to_wire, to_sse, to_store, store_to_sse = [], [], [], []
     for record in submits:
         text = bytes.fromhex(record["short_message"]).decode("latin-1")
         if text in posted:
             to_wire.append(record["received_at"] - posted[text])
-        if record["id_str"] in arrived and record["final_at"]:
-            to_sse.append(arrived[record["id_str"]] - record["final_at"])
+        smsc_id = record["id_str"]
+        if smsc_id in arrived and record["final_at"]:
+            to_sse.append(arrived[smsc_id] - record["final_at"])
+            if smsc_id in stored:  # where the time went: the worker, or the stream
+                to_store.append(stored[smsc_id] - record["final_at"])
+                store_to_sse.append(arrived[smsc_id] - stored[smsc_id])
+    result.update(
+        receipt_to_store_p50_ms=round(percentile(to_store, 0.5) * 1000, 1),
+        receipt_to_store_p99_ms=round(percentile(to_store, 0.99) * 1000, 1),
+        store_to_sse_p50_ms=round(percentile(store_to_sse, 0.5) * 1000, 1),
+        store_to_sse_p99_ms=round(percentile(store_to_sse, 0.99) * 1000, 1),
+    )
     result.update(
         post_to_submit_p50_ms=round(percentile(to_wire, 0.5) * 1000, 1),
         post_to_submit_p99_ms=round(percentile(to_wire, 0.99) * 1000, 1),
@@ -166,6 +177,17 @@ async def _end_to_end(stack: Stack, messages: int, clients: int, size: int) -> d
         "posted": posted,
         "arrived": arrived,
     }
+
+
+# Receipt events as stored: the SMSC id and when the worker wrote them (epoch seconds).
+_RECEIPT_EVENTS_PG = (
+    "SELECT payload->>'message_id', EXTRACT(EPOCH FROM created_at)::float "
+    "FROM messaging_event WHERE type = 'receipt'"
+)
+_RECEIPT_EVENTS_SQLITE = (
+    "SELECT json_extract(payload, '$.message_id'), "
+    "(julianday(created_at) - 2440587.5) * 86400.0 FROM messaging_event WHERE type = 'receipt'"
+)
 
 
 # --- 5: a slow SMSC with a window of 100 ----------------------------------------------------

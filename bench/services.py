@@ -340,6 +340,20 @@ class Stack:
             finally:
                 conn.close()
 
+    def rows(self, query: str) -> list[tuple]:
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+                return conn.execute(query).fetchall()
+        import sqlite3
+
+        conn = sqlite3.connect(self.tmp / "bench.sqlite3", timeout=60)
+        try:
+            return conn.execute(query).fetchall()
+        finally:
+            conn.close()
+
     def scalar(self, query: str):
         if self.postgres:
             import psycopg

@@ -33,7 +33,7 @@ from .outbound import split_for_smsc
 from .reassembly import Fragment, assemble
 from .splitting import SplitResult
 from .states import RECEIPT_STATE, State, derive_message_state, is_final
-from .store_sql import ModelRows, Sql, aware
+from .store_sql import Sql, aware
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +287,8 @@ def create_messages(new_messages: Sequence[NewMessage], notify_channel: str = ""
                     updated_at=now,
                 )
             )
-        table = ModelRows(Message, sql)
-        ids = sql.insert_returning_ids(table.table, table.columns, [table.of(m) for m in messages])
+        table = sql.table(Message)
+        ids = sql.insert_returning_ids(table, [table.of(m) for m in messages])
         parts = []
         transitions = []
         for message, split, message_id in zip(messages, splits, ids, strict=True):
@@ -321,11 +321,13 @@ def create_messages(new_messages: Sequence[NewMessage], notify_channel: str = ""
 def _insert(sql: Sql, model: type, values: list[dict]) -> None:
     """Insert rows of ``model`` given as {attribute: value} (defaults for the rest)."""
     if values:
-        table = ModelRows(model, sql)
+        table = sql.table(model)
         sql.insert_rows(table.table, table.columns, table.rows(values))
 
 
 # --- the worker's side -----------------------------------------------------------
+
+RESULTS_LOCK = 0x534D5301  # advisory lock taken by every batch of results (PostgreSQL)
 #
 # The worker's calls (claim_parts, record_results) run thousands of times a
 # second: they use raw SQL (store_sql) and rows held as small objects rather
@@ -406,31 +408,36 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
             )
         if not rows:
             return []
+        sql.use_indexes()  # the rest are lookups by id
         rows.sort(key=lambda r: (aware(r[10]), r[0]))
-        message_ids = sorted({r[1] for r in rows})
-        where, where_params = sql.in_list("id", message_ids)
-        moved = sql.execute(
-            f"UPDATE messaging_message SET state = %s, updated_at = %s "
-            f"WHERE {where} AND state = %s RETURNING id",
-            [State.SUBMITTING, sql.dt(now), *where_params, State.QUEUED],
-        )
-        _insert(
-            sql,
-            StateTransition,
-            [
-                {"message_id": r[0], "from_state": State.QUEUED, "to_state": State.SUBMITTING}
-                | {"at": now}
-                for r in sorted(moved)
-            ],
-        )
+        where, where_params = sql.in_list("id", sorted({r[1] for r in rows}))
+        # The messages' rows are locked (PostgreSQL: FOR UPDATE OF m above; SQLite: the
+        # one writer), so the state read here is the state the update below replaces.
         messages = {
             r[0]: r
             for r in sql.execute(
                 "SELECT id, src, src_ton, src_npi, dst, dst_ton, dst_npi, data_coding, register, "
-                f"priority, validity_until, notify_channel FROM messaging_message WHERE {where}",
+                "priority, validity_until, notify_channel, state "
+                f"FROM messaging_message WHERE {where}",
                 where_params,
             )
         }
+        moved = sorted(m for m, row in messages.items() if row[12] == State.QUEUED)
+        if moved:
+            where, where_params = sql.in_list("id", moved)
+            sql.execute(
+                f"UPDATE messaging_message SET state = %s, updated_at = %s WHERE {where}",
+                [State.SUBMITTING, sql.dt(now), *where_params],
+            )
+            _insert(
+                sql,
+                StateTransition,
+                [
+                    {"message_id": m, "from_state": State.QUEUED, "to_state": State.SUBMITTING}
+                    | {"at": now}
+                    for m in moved
+                ],
+            )
     claimed = []
     for part_id, message_id, index, esm, short, ref, total, seq, payload, attempts, _ in rows:
         m = messages[message_id]
@@ -490,6 +497,11 @@ def record_results(
         return Notifications()
     with transaction.atomic(), Sql() as sql:
         sql.use_indexes()
+        # Workers write results one at a time. Otherwise a receipt that reached
+        # another worker (SMSCs deliver to any bind of the account) could be stored
+        # unmatched while its part's SMSC id is being written, neither transaction
+        # seeing the other's row, and stay unmatched for good.
+        sql.serialize(RESULTS_LOCK)
         batch = _ResultBatch(sql)
         batch.load(outcomes, receipts)
         if outcomes:
@@ -958,10 +970,15 @@ def expire_overdue() -> Notifications:
     """Queued parts past their message's validity expire instead of being sent."""
     now = timezone.now()
     with transaction.atomic():
+        # Messages first (few have a validity, fewer are past it), then their parts:
+        # the other way round reads every queued part, a million of them at times.
+        overdue = Message.objects.filter(
+            validity_until__lt=now, state__in=(State.QUEUED, State.SUBMITTING)
+        ).values("id")
         parts = list(
             MessagePart.objects.select_for_update(skip_locked=True).filter(
-                state=State.QUEUED, message__validity_until__lt=now
-            )[:1000]
+                state=State.QUEUED, message_id__in=list(overdue[:1000].values_list("id", flat=True))
+            )
         )
         if not parts:
             return Notifications()

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections import deque
@@ -52,6 +53,7 @@ RETRY_DELAYS = {
     Reaction.REBIND: 0.0,
 }
 RECEIVER_RETRY_LATER = 0x64  # ESME_RX_T_APPN: the SMSC keeps it and redelivers
+SWITCH_INTERVAL = 0.0005  # seconds a thread holds the GIL before it is passed on
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,12 @@ class WorkerConfig:
     flush_batch: int = 2000  # most results written in one transaction
     # How long an accepted submit's result may wait for its receipt, so that both
     # are written together (one update of the part and message instead of two).
-    receipt_wait: float = 0.5
+    receipt_wait: float = 0.1
+    # Sent but not yet written (results held or pending), in windows: beyond, wait.
+    backlog_windows: int = 3
     receipt_wait_max: int = 50_000  # results held at most (memory), beyond: written at once
     maintenance_interval: float = 1.0
+    expire_interval: float = 5.0
     default_alphabet: str = "gsm7"
     reassembly_timeout: float = 60.0
     lease_seconds: float = 60.0
@@ -134,11 +139,13 @@ class SMPPWorker:
         # SMSC id -> (write by, result): accepted submits waiting for their receipt
         self._held: dict[str, tuple[float, SubmitOutcome]] = {}
         self._held_timer: asyncio.TimerHandle | None = None
-        # Ids of receipts that came before their response: this and the last generation
-        # (a generation lasts receipt_wait seconds).
-        self._receipts_seen: set[str] = set()
-        self._receipts_seen_before: set[str] = set()
-        self._receipts_seen_since = 0.0
+        self._answering = 0  # deliver_sm in the write under way
+        self._publishing: asyncio.Future | None = None  # the last bells being rung
+        self._late_receipts = 0.0  # share of receipts that found no result waiting
+        # Ids of receipts that came before their response, and of results whose wait
+        # for their receipt ran out.
+        self._receipts_seen = _RecentIds(config.receipt_wait)
+        self._released = _RecentIds(2.0)
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._session: SMPPSession | None = None
@@ -171,6 +178,10 @@ class SMPPWorker:
 
     async def run(self) -> None:
         """Keep a bind up until ``stop()``; reconnect with capped backoff."""
+        # The database threads run Python too (building and reading rows); the event
+        # loop, which refills the window as responses come in, must not wait the
+        # default 5 ms for its turn each time.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         await self._db(close_old_connections)
         sole = self._is_sole_worker()
         if not sole:
@@ -282,12 +293,14 @@ class SMPPWorker:
         unsent = self._unsent
         window = self.config.session.window
         keep = self.config.lease_seconds / 2
-        backlog_limit = 5 * window
+        backlog_limit = self.config.backlog_windows * window
+        backlog_receipts = window
         claiming = None  # concurrent.futures.Future of the claim under way
         try:
             while True:
-                # About a second's worth ahead at most (the rate may be low).
-                ahead = max(self.config.claim_batch, window)
+                # Two windows ahead (a crash marks the parts it claimed as possibly
+                # duplicated: keep them few), a second's worth at most (the rate may be low).
+                ahead = min(self.config.claim_batch, max(2 * window, 100))
                 if bucket.rate is not None:
                     ahead = min(ahead, max(window, int(bucket.rate)))
                 if claiming is None and len(unsent) < ahead // 2:
@@ -314,8 +327,13 @@ class SMPPWorker:
                         await self._wait_for_work(layer)
                         continue
                 await session.wait_for_window()
-                while len(self._pending.outcomes) >= backlog_limit:
-                    await asyncio.sleep(0.002)  # results not yet written: let the store catch up
+                while len(self._held) + len(self._pending.outcomes) >= backlog_limit or (
+                    self._unanswered >= backlog_receipts and self._late_receipts > 0.5
+                ):
+                    # Results not yet written, or receipts come late (after their result
+                    # was written alone) and as fast as we answer them: the SMSC has a
+                    # queue of them. Let the store catch up before sending more.
+                    await asyncio.sleep(0.002)
                 allowed = bucket.take(min(session.window_free, len(unsent)))
                 if allowed == 0:
                     await asyncio.sleep(max(0.001, bucket.wait_time()))
@@ -348,6 +366,11 @@ class SMPPWorker:
                         loop.call_soon_threadsafe(self._release, future.result())
 
                 claiming.add_done_callback(done)
+
+    @property
+    def _unanswered(self) -> int:
+        """deliver_sm received and not yet answered."""
+        return self._answering + len(self._pending.receipts) + len(self._pending.fragments)
 
     def _release(self, parts: list[ClaimedPart]) -> None:
         """Claimed parts that never left go back to the queue (not as duplicates)."""
@@ -399,8 +422,7 @@ class SMPPWorker:
                 and not part.waited
                 and self.config.receipt_wait > 0
                 and len(self._held) < self.config.receipt_wait_max
-                and outcome.smsc_id not in self._receipts_seen
-                and outcome.smsc_id not in self._receipts_seen_before
+                and not self._receipts_seen.seen((outcome.smsc_id,))
             ):
                 self._hold(outcome)
                 return
@@ -465,6 +487,7 @@ class SMPPWorker:
                 break
             released.append(smsc_id)
             self._pending.outcomes.append(outcome)
+        self._released.add(released)
         for smsc_id in released:
             del self._held[smsc_id]
         if released:
@@ -519,9 +542,13 @@ class SMPPWorker:
                 self._session.respond_deliver(sequence, RECEIVER_RETRY_LATER)
             return
         if isinstance(item, ReceiptIn):
+            late = False
             if not self._take_held(item):
-                # It overtook its response: that result must not wait for it.
-                self._receipts_seen.update(item.smsc_id_variants)
+                late = self._released.seen(item.smsc_id_variants)
+                if not late:  # it overtook its response: that result must not wait for it
+                    self._receipts_seen.add(item.smsc_id_variants)
+            # Share of receipts that came after their result was written alone, lately.
+            self._late_receipts += (late - self._late_receipts) / 64
             self._pending.receipts.append((item, sequence, self._session))
         else:
             self._pending.fragments.append((item, sequence, self._session))
@@ -540,6 +567,8 @@ class SMPPWorker:
         self._release_held(everything=True)
         while self._pending:
             await self._flush()
+        if self._publishing is not None:
+            await self._publishing
 
     async def _flush(self) -> None:
         """Write a batch of what is pending, then answer the SMSC and ring the bells.
@@ -548,11 +577,8 @@ class SMPPWorker:
         receipt the database refuses, say), they are tried apart, so that one
         bad deliver_sm never holds up the results of the submits.
         """
-        now = time.monotonic()
-        if now - self._receipts_seen_since > self.config.receipt_wait:
-            self._receipts_seen_before, self._receipts_seen = self._receipts_seen, set()
-            self._receipts_seen_since = now
         pending = self._pending.take(self.config.flush_batch)
+        self._answering = len(pending.receipts) + len(pending.fragments)
         if self._pending:
             self._flush_wanted.set()  # more than one batch's worth: go on at once
         if not pending:
@@ -588,6 +614,7 @@ class SMPPWorker:
                     )
                     receipt_status = RECEIVER_RETRY_LATER
         self._answer(pending.receipts, receipt_status)
+        self._answering = len(pending.fragments)
         if pending.fragments:
             try:
                 notes.merge(
@@ -600,7 +627,21 @@ class SMPPWorker:
                 )
                 status = RECEIVER_RETRY_LATER
             self._answer(pending.fragments, status)
-        await publish(notes)
+        self._answering = 0
+        self._publish(notes)
+
+    def _publish(self, notes: Notifications) -> None:
+        """Ring the bells in the background, in order: the next write need not wait."""
+        if notes.last_event_id is None and not notes.waiters:
+            return
+        previous = self._publishing
+
+        async def ring() -> None:
+            if previous is not None:
+                await previous
+            await publish(notes)
+
+        self._publishing = asyncio.ensure_future(ring())
 
     def _answer(self, delivered: list[tuple[Any, int, Any]], status: int) -> None:
         """deliver_sm_resp on the session each deliver_sm came in on; after a
@@ -615,7 +656,7 @@ class SMPPWorker:
     async def _maintain(self) -> None:
         """Expiry, abandoned leases, stale reassemblies and the link heartbeat."""
         loop = asyncio.get_running_loop()
-        sampled_at = loop.time()
+        sampled_at = expired_at = loop.time()
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
             now = loop.time()
@@ -623,7 +664,12 @@ class SMPPWorker:
             sampled_at = now
             self.rate.tick()
             try:
-                notes = await self._db(store.expire_overdue)
+                notes = Notifications()
+                if now - expired_at >= self.config.expire_interval:
+                    # Claims never send an overdue part: marking it expired can wait a
+                    # little (it reads every message with a validity).
+                    expired_at = now
+                    notes.merge(await self._db(store.expire_overdue))
                 notes.merge(
                     await self._db(
                         store.assemble_stale_fragments,
@@ -657,6 +703,29 @@ class SMPPWorker:
                 )
             except Exception:
                 logger.debug("link bell not rung", exc_info=True)
+
+
+class _RecentIds:
+    """Ids seen in the last ``keep`` to 2 x ``keep`` seconds (two generations of a set)."""
+
+    def __init__(self, keep: float):
+        self.keep = keep
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._since = time.monotonic()
+
+    def _rotate(self) -> None:
+        now = time.monotonic()
+        if now - self._since > self.keep:
+            self._previous, self._current, self._since = self._current, set(), now
+
+    def add(self, ids) -> None:
+        self._rotate()
+        self._current.update(ids)
+
+    def seen(self, ids) -> bool:
+        self._rotate()
+        return any(i in self._current or i in self._previous for i in ids)
 
 
 def _save_link_status(worker_id: str, state: str, detail: str) -> None:

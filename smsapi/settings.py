@@ -4,6 +4,7 @@ Every knob an operator may turn is an environment variable documented in the
 README; nothing secret lives in this file.
 """
 
+import importlib.util
 import os
 import secrets
 import warnings
@@ -112,6 +113,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "SQLITE_TEST_NAME",
         str(DATA_DIR / f"test-{os.getpid()}.sqlite3"),
     )
+
+if DATABASES["default"]["ENGINE"].endswith("postgresql") and env_bool(
+    "DB_POOL", importlib.util.find_spec("psycopg_pool") is not None
+):
+    # Under ASGI a request may not keep its connection (CONN_MAX_AGE = 0): without a
+    # pool every request would open one, a few ms and a server process each.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DB_POOL_SIZE", 10),  # per process
+        "timeout": 10,
+    }
 
 if os.environ.get("SMSAPI_TEST_DB_NAME"):  # lets two test runs share one PostgreSQL
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["SMSAPI_TEST_DB_NAME"]

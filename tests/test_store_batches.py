@@ -1,0 +1,120 @@
+"""The store's batch paths (raw SQL) keep the rules of the one-at-a-time ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from messaging import store
+from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
+from messaging.outbound import split_for_smsc
+from messaging.states import State
+from messaging.store import NewMessage, ReceiptIn, SubmitOutcome
+from smpp_gateway.receipts import smsc_id_variants
+
+pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
+
+
+def new_message(text: str, dst: str = "lisa", **kwargs) -> NewMessage:
+    return NewMessage(dst=dst, text=text, split=split_for_smsc(text, "auto"), src="bart", **kwargs)
+
+
+def receipt(smsc_id: str, stat: str = "DELIVRD", state: int = 2) -> ReceiptIn:
+    return ReceiptIn(
+        smsc_id=smsc_id,
+        smsc_id_variants=smsc_id_variants(smsc_id),
+        stat=stat,
+        message_state=state,
+        error_code=0,
+        submitted_date=None,
+        done_date=None,
+        source_addr="lisa",
+        destination_addr="bart",
+        raw_text=f"id:{smsc_id} stat:{stat}",
+        tlvs={"message_state": state},
+    )
+
+
+def submitted(claimed, smsc_id: str) -> SubmitOutcome:
+    return SubmitOutcome(
+        part_id=claimed.part_id,
+        message_id=claimed.message_id,
+        outcome=SubmitOutcome.SUBMITTED,
+        command_status=0,
+        smsc_id=smsc_id,
+        sequence=7,
+        bind_id="b1",
+    )
+
+
+def test_a_batch_stores_each_message_with_its_own_parts_in_order():
+    texts = [f"message {n}" for n in range(50)] + ["x" * 300]
+    batch = [new_message(text, dst=f"555{n:04d}") for n, text in enumerate(texts)]
+    messages = store.create_messages(batch)
+    assert [m.pk for m in messages] == sorted(m.pk for m in messages)
+    for message, text in zip(messages, texts, strict=True):
+        stored = Message.objects.get(pk=message.pk)
+        assert stored.text == text and stored.state == State.QUEUED
+        parts = list(stored.parts.order_by("index"))
+        assert len(parts) == stored.parts_count == message.parts_count
+        if len(parts) == 1:
+            assert bytes(parts[0].short_message) == text.encode()
+    assert StateTransition.objects.filter(to_state=State.QUEUED).count() == len(texts)
+
+
+def test_result_and_receipt_in_one_batch_leave_the_same_record_as_two():
+    (message,) = store.create_messages([new_message("hi")])
+    (claimed,) = store.claim_parts("w1", 10, 60)
+    notes = store.record_results([submitted(claimed, "ab12")], [receipt("ab12")])
+    message.refresh_from_db()
+    assert message.state == State.DELIVERED and message.submitted_at and message.final_at
+    assert list(message.transitions.values_list("from_state", "to_state")) == [
+        ("", State.QUEUED),
+        (State.QUEUED, State.SUBMITTING),
+        (State.SUBMITTING, State.SUBMITTED),
+        (State.SUBMITTED, State.DELIVERED),
+    ]
+    events = list(Event.objects.filter(message=message).values_list("type", "payload"))
+    assert [(t, p["state"]) for t, p in events] == [
+        ("status", State.SUBMITTED),
+        ("receipt", "DELIVRD"),
+        ("status", State.DELIVERED),
+    ]
+    assert notes.last_event_id == Event.objects.order_by("-id").first().pk
+    part = MessagePart.objects.get(pk=claimed.part_id)
+    assert (part.smsc_id, part.sequence_number, part.bind_id) == ("ab12", 7, "b1")
+    stored = Receipt.objects.get()
+    assert stored.part_id == part.pk and stored.matched_at and stored.tlvs == {"message_state": 2}
+
+
+def test_a_receipt_kept_unmatched_is_matched_when_its_result_comes():
+    (message,) = store.create_messages([new_message("hi")])
+    (claimed,) = store.claim_parts("w1", 10, 60)
+    store.record_results([], [receipt("cafe01")])  # before the submit_sm_resp was written
+    assert Receipt.objects.get().matched_at is None
+    store.record_results([submitted(claimed, "cafe01")], [])
+    message.refresh_from_db()
+    assert message.state == State.DELIVERED
+    assert Receipt.objects.get().part_id == claimed.part_id
+
+
+def test_a_part_claimed_but_never_sent_goes_back_as_it_was():
+    (message,) = store.create_messages([new_message("hi")])
+    (claimed,) = store.claim_parts("w1", 10, 60)
+    assert claimed.attempts == 1
+    store.record_results([SubmitOutcome(part_id=claimed.part_id, outcome=SubmitOutcome.UNSENT)], [])
+    part = MessagePart.objects.get(pk=claimed.part_id)
+    assert part.state == State.QUEUED and part.attempts == 0 and not part.possibly_duplicated
+    message.refresh_from_db()
+    assert message.state == State.QUEUED and not message.possibly_duplicated
+    (again,) = store.claim_parts("w2", 10, 60)
+    assert again.part_id == claimed.part_id and again.attempts == 1
+
+
+def test_claims_take_the_oldest_due_parts_and_tell_who_waits():
+    early = store.create_messages([new_message("first")], notify_channel="chan!1")
+    store.create_messages([new_message("second")])
+    claimed = store.claim_parts("w1", 1, 60)
+    assert [c.message_id for c in claimed] == [early[0].pk]
+    assert claimed[0].waited and claimed[0].src == "bart" and claimed[0].register == ""
+    (later,) = store.claim_parts("w1", 5, 60)
+    assert not later.waited
