@@ -398,6 +398,12 @@ class SMPPWorker:
     ) -> None:
         bind_id = self._session.bind_id if self._session else ""
         if status is None:
+            logger.warning(
+                "message %d part %d: no submit_sm_resp in time; sending it again",
+                part.message_id,
+                part.index,
+                extra={"message_id": part.message_id, "part": part.index},
+            )
             outcome = SubmitOutcome(
                 part_id=part.part_id,
                 message_id=part.message_id,
@@ -429,6 +435,17 @@ class SMPPWorker:
         else:
             reaction = reaction_for(status)
             if reaction == Reaction.FAIL:
+                logger.info(
+                    "message %d part %d refused by the SMSC: %s",
+                    part.message_id,
+                    part.index,
+                    status_name(status),
+                    extra={
+                        "message_id": part.message_id,
+                        "part": part.index,
+                        "command_status": status,
+                    },
+                )
                 outcome = SubmitOutcome(
                     part_id=part.part_id,
                     message_id=part.message_id,
