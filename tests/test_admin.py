@@ -19,8 +19,9 @@ from messaging.models import (
 )
 from messaging.outbound import split_for_smsc
 from messaging.states import State
-from messaging.store import NewMessage, ReceiptIn, SubmitOutcome
-from smpp_gateway.receipts import smsc_id_variants
+from messaging.store import NewMessage, SubmitOutcome
+
+from .factories import receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db]
 
@@ -60,22 +61,6 @@ def answered(dst: str, smsc_id: str = "", failed_with: int | None = None) -> Mes
     )
     message.refresh_from_db()
     return message
-
-
-def receipt(smsc_id: str, stat: str = "DELIVRD", state: int = 2) -> ReceiptIn:
-    return ReceiptIn(
-        smsc_id=smsc_id,
-        smsc_id_variants=smsc_id_variants(smsc_id),
-        stat=stat,
-        message_state=state,
-        error_code=0,
-        submitted_date=None,
-        done_date=None,
-        source_addr="lisa",
-        destination_addr="bart",
-        raw_text=f"id:{smsc_id} stat:{stat}",
-        tlvs={},
-    )
 
 
 def test_list_shows_destination_and_smsc_id(operator):

@@ -13,8 +13,9 @@ from messaging import store
 from messaging.metrics import quantile
 from messaging.models import LinkStatus
 from messaging.outbound import split_for_smsc
-from messaging.store import NewMessage, ReceiptIn, SubmitOutcome
-from smpp_gateway.receipts import smsc_id_variants
+from messaging.store import NewMessage, SubmitOutcome
+
+from .factories import receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db]
 
@@ -181,19 +182,3 @@ def test_nearest_rank_quantile():
     assert quantile(values, 1.0) == 100
     assert quantile([3.0], 0.5) == 3
     assert math.isnan(quantile([], 0.5))
-
-
-def receipt(smsc_id: str) -> ReceiptIn:
-    return ReceiptIn(
-        smsc_id=smsc_id,
-        smsc_id_variants=smsc_id_variants(smsc_id),
-        stat="DELIVRD",
-        message_state=2,
-        error_code=0,
-        submitted_date=None,
-        done_date=None,
-        source_addr="5550001",
-        destination_addr="bart",
-        raw_text=f"id:{smsc_id} stat:DELIVRD",
-        tlvs={},
-    )

@@ -6,32 +6,12 @@ import pytest
 
 from messaging import store
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
-from messaging.outbound import split_for_smsc
 from messaging.states import State
-from messaging.store import NewMessage, ReceiptIn, SubmitOutcome
-from smpp_gateway.receipts import smsc_id_variants
+from messaging.store import SubmitOutcome
+
+from .factories import new_message, receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
-
-
-def new_message(text="hi", dst="lisa", **kwargs) -> NewMessage:
-    return NewMessage(dst=dst, text=text, split=split_for_smsc(text, "auto"), src="bart", **kwargs)
-
-
-def receipt(smsc_id: str, stat="DELIVRD", state=2) -> ReceiptIn:
-    return ReceiptIn(
-        smsc_id=smsc_id,
-        smsc_id_variants=smsc_id_variants(smsc_id),
-        stat=stat,
-        message_state=state,
-        error_code=0,
-        submitted_date=None,
-        done_date=None,
-        source_addr="lisa",
-        destination_addr="bart",
-        raw_text=f"id:{smsc_id} stat:{stat}",
-        tlvs={},
-    )
 
 
 def submit(message: Message, smsc_ids: list[str]) -> None:
