@@ -152,6 +152,7 @@ class SMPPSession:
         if self._writer is None or self._writer.is_closing():
             return
         self._closing = True
+        self.close_reason = "unbound: the worker is stopping"
         with contextlib.suppress(asyncio.TimeoutError, LinkError, OSError):
             await asyncio.wait_for(self._request("unbind"), timeout)
         self._abort()
