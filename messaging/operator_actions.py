@@ -30,14 +30,7 @@ def resend_failed(message_ids: Iterable[int], by: str) -> int:
     ids = list(message_ids)
     with transaction.atomic():
         changes = StoreChanges()
-        parts = list(
-            MessagePart.objects.select_for_update()
-            .filter(
-                message_id__in=Message.objects.filter(pk__in=ids, state=State.FAILED).values("pk"),
-                state=State.FAILED,
-            )
-            .order_by("id")
-        )
+        parts = _locked_parts(ids, State.FAILED)
         for part in parts:
             check_transition(part.state, State.QUEUED)
             part.state = State.QUEUED
@@ -69,14 +62,7 @@ def cancel_queued(message_ids: Iterable[int], by: str) -> int:
     ids = list(message_ids)
     with transaction.atomic():
         changes = StoreChanges()
-        parts = list(
-            MessagePart.objects.select_for_update()
-            .filter(
-                message_id__in=Message.objects.filter(pk__in=ids, state=State.QUEUED).values("pk"),
-                state=State.QUEUED,
-            )
-            .order_by("id")
-        )
+        parts = _locked_parts(ids, State.QUEUED)
         for part in parts:
             check_transition(part.state, State.FAILED)
             part.state = State.FAILED
@@ -92,6 +78,17 @@ def cancel_queued(message_ids: Iterable[int], by: str) -> int:
         notes = changes.flush()
     _after_commit(notes, wake_worker=False)
     return moved
+
+
+def _locked_parts(message_ids: list[int], state: str) -> list[MessagePart]:
+    """The ``state`` parts of those messages that are themselves in ``state``, locked
+    in id order (the order the worker locks them in)."""
+    messages = Message.objects.filter(pk__in=message_ids, state=state).values("pk")
+    return list(
+        MessagePart.objects.select_for_update()
+        .filter(message_id__in=messages, state=state)
+        .order_by("id")
+    )
 
 
 def _settle(

@@ -112,7 +112,7 @@ def send_batch(
             results.append({"http_status": 400, "error": "a JSON object expected"})
             continue
         try:
-            serializer._validated_data = serializer.run_validation(item)
+            data = serializer.run_validation(item)
         except ValidationError as exc:
             results.append({"http_status": 400, "error": first_error(exc.detail)})
             continue
@@ -122,7 +122,9 @@ def send_batch(
             results.append({"http_status": answer.status, **answer.body})
             continue
         results.append({})
-        new = serializer.new_message(key, _request_hash(item) if key else "", _owner_id(api_key))
+        new = serializer.new_message(
+            key, _request_hash(item) if key else "", _owner_id(api_key), data=data
+        )
         accepted.append((position, new))
     if accepted:
         try:

@@ -164,8 +164,11 @@ class SendSerializer(serializers.Serializer):
         idempotency_key: str | None = None,
         request_hash: str = "",
         api_key_id: int | None = None,
+        data: dict | None = None,
     ) -> NewMessage:
-        data = self.validated_data
+        """The store's input from validated data (this serializer's, or ``data``
+        from ``run_validation`` when one serializer checks many items)."""
+        data = self.validated_data if data is None else data
         return NewMessage(
             dst=data["dst"],
             text=data["text"],

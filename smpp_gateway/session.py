@@ -24,6 +24,7 @@ from .command_status import status_name
 from .pdu import (
     HEADER,
     MAX_PDU_LENGTH,
+    RESPONSE_BIT,
     PDUFormatError,
     decode_deliver_sm,
     decode_pdu,
@@ -36,7 +37,6 @@ from .pdu import (
 
 logger = logging.getLogger(__name__)
 
-RESPONSE_BIT = 0x80000000
 MAX_SEQUENCE = 0x7FFFFFFF
 READ_SIZE = 256 * 1024  # one read takes every PDU the socket holds, up to this
 
