@@ -46,8 +46,8 @@ from .sse import GROUP_RENEW_SECONDS, poll_interval
 
 logger = logging.getLogger(__name__)
 
-# Submits may wait seconds for the SMSC: they get threads of their own, so
-# that they neither queue behind each other nor starve the event readers.
+# Queries may wait seconds for the SMSC (query_sm): they get threads of their
+# own, so that they neither queue behind each other nor starve the event readers.
 RPC_THREADS = 32
 _rpc_executor = ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="jsonrpc")
 
@@ -64,17 +64,17 @@ def error_text(status: int, detail: str = "") -> str:
     return f"{status} {phrase}: {detail}" if detail else f"{status} {phrase}"
 
 
-def _call_service(method: str, params: dict, api_key=None):
+async def _call_service(method: str, params: dict, api_key=None):
     """Run a method of ``messaging.sending`` (imported late: it loads DRF serializers),
     within ``api_key``'s rate limit like the HTTP API."""
     from . import sending
     from .throttling import check_rate, rate_limit_text
 
-    if check_rate(api_key) is not None:
+    if api_key is not None and await in_db_thread(check_rate)(api_key) is not None:
         return sending.ApiAnswer(429, {"error": rate_limit_text(api_key)})
     if method == "SM.Submit":
-        return sending.send(params, api_key=api_key)
-    return sending.query(params, api_key=api_key)
+        return await sending.send(params, api_key=api_key)
+    return await in_db_thread(sending.query, executor=_rpc_executor)(params, api_key=api_key)
 
 
 METHODS = ("SM.Submit", "SM.Query")
@@ -121,9 +121,8 @@ class JsonRpcConsumer(AsyncWebsocketConsumer):
         task.add_done_callback(self.calls.discard)
 
     async def call(self, call_id: Any, method: str, params: dict) -> None:
-        service = in_db_thread(_call_service, executor=_rpc_executor)
         try:
-            answer = await service(method, params, self.scope.get("api_key"))
+            answer = await _call_service(method, params, self.scope.get("api_key"))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -44,7 +44,13 @@ def in_db_thread(
     another. The connection is closed in the same context that opened it:
     ``channels.db.database_sync_to_async`` closes it outside that context, which
     with asgiref 3.13 can miss it and leave PostgreSQL sessions open.
+
+    With ``STORE_ON_CALLER_THREAD`` (the test suite's setting) it runs on the
+    thread that called the view instead, as Django's own async ORM does, so that
+    it sees the test's transaction.
     """
+    if settings.STORE_ON_CALLER_THREAD:
+        return sync_to_async(func, thread_sensitive=True)
 
     @functools.wraps(func)
     def with_fresh_connection(*args: P.args, **kwargs: P.kwargs) -> R:

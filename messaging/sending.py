@@ -6,30 +6,28 @@ JSON body. The views and the WebSocket consumer only translate.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError
 from rest_framework.exceptions import ValidationError
 
 from .api_errors import first_error
 from .api_keys import scoped_idempotency_key
+from .events import in_db_thread
+from .intake import message_intake
 from .models import ApiKey, Message, MessagePart
 from .notify import ask_smsc, ring_worker
-from .serializers import SendSerializer, TransitionSerializer
+from .serializers import TransitionSerializer, send_serializer
+from .smsc_answers import smsc_answers
 from .states import FINAL_STATES, State, smpp_state_name
 from .store import create_messages
 
 logger = logging.getLogger(__name__)
-
-POLL_INTERVAL = 0.25  # how often a waiting request looks at the store itself
 
 
 @dataclass(frozen=True)
@@ -38,51 +36,54 @@ class ApiAnswer:
     body: dict
 
 
-def send(
+async def send(
     data: dict, idempotency_key: str | None = None, api_key: ApiKey | None = None
 ) -> ApiAnswer:
     """Validate, store and (within ``wait``) see the SMSC accept a message.
 
     ``api_key`` (None when authentication is off) owns the message, and its
-    Idempotency-Keys are its own.
+    Idempotency-Keys are its own. The message is stored with those of other
+    requests in flight (``MessageIntake``), and a waiting request is told of
+    the SMSC's answer by its process's ``SmscAnswers``: no read-back, no
+    channel of its own.
     """
     idempotency_key = scoped_idempotency_key(idempotency_key, api_key)
-    serializer = SendSerializer(data=data)
+    serializer = send_serializer()
     try:
-        serializer.is_valid(raise_exception=True)
+        params = serializer.run_validation(data)
     except ValidationError as exc:
         return ApiAnswer(400, {"error": first_error(exc.detail)})
-    params = serializer.validated_data
-    split = params["split"]
     if params.get("dry_run"):
-        return ApiAnswer(200, _preview(split))
+        return ApiAnswer(200, _preview(params["split"]))
 
     request_hash = _request_hash(data) if idempotency_key else ""
     if idempotency_key:
-        earlier = Message.objects.filter(idempotency_key=idempotency_key).first()
-        if earlier is not None:
-            return _replay(earlier, request_hash)
+        answer = await in_db_thread(_replay_earlier)(idempotency_key, request_hash)
+        if answer is not None:
+            return answer
 
-    wait = params.get("wait", 0.0)
-    channel = _new_channel() if wait > 0 else ""
+    wait = params.get("wait", 0.0) if params.get("schedule") is None else 0.0
+    answers = smsc_answers() if wait > 0 else None
+    new = serializer.new_message(idempotency_key, request_hash, _owner_id(api_key), data=params)
+    if answers is not None:
+        new.notify_channel = await answers.prepare()
     try:
-        (message,) = create_messages(
-            [serializer.new_message(idempotency_key, request_hash, _owner_id(api_key))],
-            notify_channel=channel,
-        )
+        message = await message_intake().store(new)
     except IntegrityError:
         if idempotency_key:  # the same key raced us: answer as the first one did
-            earlier = Message.objects.filter(idempotency_key=idempotency_key).first()
-            if earlier is not None:
-                return _replay(earlier, request_hash)
+            answer = await in_db_thread(_replay_earlier)(idempotency_key, request_hash)
+            if answer is not None:
+                return answer
         raise
     except DatabaseError as exc:
         logger.error("could not store a message: %s", exc)
         return ApiAnswer(503, {"error": "the message store is unavailable; retry later"})
-    async_to_sync(ring_worker)()
-    if wait > 0 and message.schedule_at is None:
-        _wait_for_smsc(message.pk, channel, wait)
-    return answer_for(Message.objects.get(pk=message.pk))
+    if answers is None:
+        return answer_for(message, [None] * message.parts_count)
+    answered = await answers.wait(message.pk, wait)
+    if answered is None:  # no answer in time: as things stand now
+        return await in_db_thread(_current_answer)(message.pk)
+    return answer_for(answered, [part.smsc_id for part in answered.parts.all()])
 
 
 def send_batch(
@@ -104,9 +105,7 @@ def send_batch(
         if idempotency_key
         else {}
     )
-    # One serializer checks every item, as DRF's ListSerializer does: building a
-    # serializer's fields (a deep copy of each) costs more than checking an item.
-    serializer = SendSerializer()
+    serializer = send_serializer()
     for position, item in enumerate(items):
         if not isinstance(item, dict):
             results.append({"http_status": 400, "error": "a JSON object expected"})
@@ -150,10 +149,8 @@ def send_batch(
     )
 
 
-def answer_for(message: Message) -> ApiAnswer:
-    """The /v1/send answer for a stored message, as things stand now."""
-    parts = list(message.parts.order_by("index"))
-    smsc_ids = [p.smsc_id for p in parts]
+def answer_for(message: Message, smsc_ids: list[str | None]) -> ApiAnswer:
+    """The /v1/send answer for a stored message and its parts' SMSC ids, in order."""
     body = {
         "message_id": smsc_ids[0] if smsc_ids and all(smsc_ids) else None,
         "id": str(message.pk),
@@ -180,6 +177,22 @@ def answer_for(message: Message) -> ApiAnswer:
     if body["message_id"] is None:
         return ApiAnswer(202, body)
     return ApiAnswer(200, body)
+
+
+def _current_answer(message_id: int) -> ApiAnswer:
+    """The /v1/send answer for a stored message, as things stand now (reads the store)."""
+    message = Message.objects.get(pk=message_id)
+    return answer_for(message, _smsc_ids(message))
+
+
+def _smsc_ids(message: Message) -> list[str | None]:
+    return list(message.parts.order_by("index").values_list("smsc_id", flat=True))
+
+
+def _replay_earlier(idempotency_key: str, request_hash: str) -> ApiAnswer | None:
+    """The answer to an earlier request with this Idempotency-Key, if there was one."""
+    earlier = Message.objects.filter(idempotency_key=idempotency_key).first()
+    return None if earlier is None else _replay(earlier, request_hash)
 
 
 def _owner_id(api_key: ApiKey | None) -> int | None:
@@ -212,45 +225,7 @@ def _replay(earlier: Message, request_hash: str) -> ApiAnswer:
                 "id": str(earlier.pk),
             },
         )
-    return answer_for(earlier)
-
-
-def _new_channel() -> str:
-    layer = get_channel_layer()
-    return async_to_sync(layer.new_channel)() if layer is not None else ""
-
-
-def _wait_for_smsc(message_id: int, channel: str, timeout: float) -> None:
-    """Until the worker says the SMSC answered, or ``timeout``; the store decides."""
-    async_to_sync(_wait_async)(message_id, channel, timeout)
-
-
-def _smsc_answered(message_id: int) -> bool:
-    """Every part has had an answer: a state past submitting, or back in the
-    queue after an attempt (a retry later, so the request answers 202 now)."""
-    parts = MessagePart.objects.filter(message_id=message_id).values_list("state", "attempts")
-    return all(
-        state not in (State.QUEUED, State.SUBMITTING) or (state == State.QUEUED and attempts)
-        for state, attempts in parts
-    )
-
-
-async def _wait_async(message_id: int, channel: str, timeout: float) -> None:
-    # One event loop for the whole wait: the layer's receive buffers belong to it.
-    deadline = time.monotonic() + timeout
-    layer = get_channel_layer()
-    answered = sync_to_async(_smsc_answered)  # on the request thread, its connection
-    while not await answered(message_id):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        try:
-            if layer is not None and channel:
-                await asyncio.wait_for(layer.receive(channel), min(left, POLL_INTERVAL * 4))
-            else:
-                await asyncio.sleep(min(left, POLL_INTERVAL))
-        except TimeoutError:
-            pass
+    return answer_for(earlier, _smsc_ids(earlier))
 
 
 # --- query -------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ class NewMessage:
     idempotency_key: str | None = None
     request_hash: str = ""
     api_key_id: int | None = None
+    # The channel of the server process whose request waits for the SMSC's answer.
+    notify_channel: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ def _allocate_reference(dst: str) -> int:
     return value
 
 
-def create_messages(new_messages: Sequence[NewMessage], notify_channel: str = "") -> list[Message]:
+def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
     """Store messages and their parts as queued; returns the saved messages.
 
     Three statements for the whole batch (messages, parts, transitions), not
@@ -282,7 +284,7 @@ def create_messages(new_messages: Sequence[NewMessage], notify_channel: str = ""
                     idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash,
                     api_key_id=new.api_key_id,
-                    notify_channel=notify_channel,
+                    notify_channel=new.notify_channel,
                     created_at=now,
                     updated_at=now,
                 )

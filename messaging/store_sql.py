@@ -50,10 +50,15 @@ class Sql:
         self.cursor.close()
 
     def __enter__(self) -> Sql:
+        # The PostgreSQL cursor is psycopg's own: have its errors raised as Django's
+        # (IntegrityError, OperationalError...), as a Django cursor's would be.
+        self._errors = connection.wrap_database_errors
+        self._errors.__enter__()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.close()
+        self._errors.__exit__(*exc_info)
 
     def use_indexes(self, ordered: bool = False) -> None:
         """Plan this transaction's statements on the indexes, whatever the statistics say.

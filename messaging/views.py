@@ -11,9 +11,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from . import openapi, sending
+from .async_views import AsyncAPIView
 from .authentication import QUERY_PARAMETER, ApiKeyProtected
 from .models import Message, MessagePart, Receipt
 from .serializers import MessageDetailSerializer, MessageSerializer
@@ -40,23 +40,23 @@ def as_response(answer: sending.ApiAnswer) -> Response:
 
 
 @openapi.send_schema
-class SendView(ApiKeyProtected, APIView):
+class SendView(ApiKeyProtected, AsyncAPIView):
     """POST|PUT /v1/send"""
 
-    def post(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key") or None
         return as_response(
-            sending.send(request_params(request), idempotency_key=key, api_key=request.auth)
+            await sending.send(request_params(request), idempotency_key=key, api_key=request.auth)
         )
 
     put = post
 
 
 @openapi.send_batch_schema
-class SendBatchView(ApiKeyProtected, APIView):
+class SendBatchView(ApiKeyProtected, AsyncAPIView):
     """POST /v1/send/batch: a JSON array of send objects, answered per item."""
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> Response:  # in a thread: it validates 1,000 items
         key = request.headers.get("Idempotency-Key") or None
         return as_response(
             sending.send_batch(request.data, idempotency_key=key, api_key=request.auth)
@@ -64,7 +64,7 @@ class SendBatchView(ApiKeyProtected, APIView):
 
 
 @openapi.query_schema
-class QueryView(ApiKeyProtected, APIView):
+class QueryView(ApiKeyProtected, AsyncAPIView):
     """GET|HEAD /v1/query"""
 
     def get(self, request: Request) -> Response:
@@ -88,7 +88,7 @@ def _messages(request: Request):
 
 
 @openapi.message_list_schema
-class MessageListView(ApiKeyProtected, generics.ListAPIView):
+class MessageListView(ApiKeyProtected, AsyncAPIView, generics.ListAPIView):
     """GET /v1/messages?status=&dst=&reference=&since=&until="""
 
     serializer_class = MessageSerializer
@@ -124,7 +124,7 @@ def _moment(name: str, value: str) -> datetime | date:
 
 
 @openapi.message_detail_schema
-class MessageDetailView(ApiKeyProtected, generics.RetrieveAPIView):
+class MessageDetailView(ApiKeyProtected, AsyncAPIView, generics.RetrieveAPIView):
     """GET /v1/messages/<id>: parts, SMSC ids, receipts and the timeline."""
 
     serializer_class = MessageDetailSerializer

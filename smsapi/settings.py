@@ -72,6 +72,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The API's chain (/v1/..., /healthz, /readyz, /metrics; see smsapi/handlers.py):
+# only natively async middleware, so a request never waits for a shared thread.
+API_MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
+    "smsapi.middleware.nosniff",
+]
 
 ROOT_URLCONF = "smsapi.urls"
 APPEND_SLASH = False
@@ -124,6 +130,10 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql") and env_bool(
         "max_size": env_int("DB_POOL_SIZE", 10),  # per process
         "timeout": 10,
     }
+
+# Async views run their store work in threads of their own. The test suite turns
+# this on so that they run on the test's thread, inside its transaction.
+STORE_ON_CALLER_THREAD = False
 
 if os.environ.get("SMSAPI_TEST_DB_NAME"):  # lets two test runs share one PostgreSQL
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["SMSAPI_TEST_DB_NAME"]

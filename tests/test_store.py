@@ -136,7 +136,7 @@ def test_abandoned_parts_are_requeued():
 
 
 def test_waiters_are_told_when_the_smsc_answered():
-    (message,) = store.create_messages([new_message()], notify_channel="chan!1")
+    (message,) = store.create_messages([new_message(notify_channel="chan!1")])
     (claimed,) = store.claim_parts("w1", 10, 60)
     notes = store.record_submit_outcomes(
         [SubmitOutcome(part_id=claimed.part_id, outcome="submitted", smsc_id="9")]

@@ -91,7 +91,7 @@ def test_a_part_claimed_but_never_sent_goes_back_as_it_was():
 
 
 def test_claims_take_the_oldest_due_parts_and_tell_who_waits():
-    early = store.create_messages([new_message("first")], notify_channel="chan!1")
+    early = store.create_messages([new_message("first", notify_channel="chan!1")])
     store.create_messages([new_message("second")])
     claimed = store.claim_parts("w1", 1, 60)
     assert [c.message_id for c in claimed] == [early[0].pk]
