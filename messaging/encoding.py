@@ -89,6 +89,8 @@ def resolve_encoding(
     if requested != "auto":
         return requested, []
     narrow = "latin1" if default_alphabet == "latin1" else "gsm7"
+    if narrow == "gsm7" and _GSM_ENCODE.keys() >= set(text):  # the common case, in C
+        return narrow, []
     forced_by = list(dict.fromkeys(char for char in text if not _fits(char, narrow)))
     return ("ucs2", forced_by) if forced_by else (narrow, [])
 

@@ -37,7 +37,7 @@ class Message(models.Model):
     src = models.CharField(max_length=21, blank=True, default="")
     src_ton = models.PositiveSmallIntegerField(default=0)
     src_npi = models.PositiveSmallIntegerField(default=0)
-    dst = models.CharField(max_length=21, db_index=True)
+    dst = models.CharField(max_length=21)
     dst_ton = models.PositiveSmallIntegerField(default=0)
     dst_npi = models.PositiveSmallIntegerField(default=0)
     text = models.TextField()
@@ -50,9 +50,9 @@ class Message(models.Model):
     priority = models.PositiveSmallIntegerField(default=0)
     schedule_at = models.DateTimeField(null=True, blank=True)
     validity_until = models.DateTimeField(null=True, blank=True)
-    reference = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    reference = models.CharField(max_length=128, blank=True, default="")
     callback_url = models.URLField(max_length=500, blank=True, default="")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, default="")
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
@@ -69,10 +69,18 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # Every index costs each insert and each change of state (thousands a second):
+        # only those a query needs. Plain Index and UniqueConstraint, not db_index or
+        # unique=True, which on PostgreSQL add a second (LIKE) index to text columns.
         indexes = [
             models.Index(fields=["state", "created_at"]),
             # The admin's SMSC-error filter and its list of codes.
             models.Index(fields=["state", "command_status"], name="message_error_idx"),
+            models.Index(fields=["dst"], name="message_dst_idx"),
+            models.Index(fields=["reference"], name="message_reference_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="message_idempotency_key")
         ]
 
     def __str__(self) -> str:
@@ -82,7 +90,10 @@ class Message(models.Model):
 class MessagePart(models.Model):
     """One SMPP submit_sm: the unit the worker sends and the SMSC acknowledges."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="parts")
+    # Looked up through unique_part_index (message, index): no index of its own.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="parts", db_index=False
+    )
     index = models.PositiveSmallIntegerField()  # 1-based position in the message
     short_message = models.BinaryField()  # exactly the octets put in the PDU, UDH included
     esm_class = models.PositiveSmallIntegerField(default=0)
@@ -92,14 +103,14 @@ class MessagePart(models.Model):
     use_payload = models.BooleanField(default=False)  # carry the text in message_payload
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
-    next_attempt_at = models.DateTimeField(db_index=True)
+    next_attempt_at = models.DateTimeField()  # part_claim_idx
     lease_until = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=64, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     # Sequence numbers only mean something within one bind: keep both.
     bind_id = models.CharField(max_length=64, blank=True, default="")
     sequence_number = models.PositiveIntegerField(null=True, blank=True)
-    smsc_id = models.CharField(max_length=65, null=True, blank=True, db_index=True)
+    smsc_id = models.CharField(max_length=65, null=True, blank=True)
     command_status = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
     possibly_duplicated = models.BooleanField(default=False)
@@ -111,7 +122,10 @@ class MessagePart(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "index"], name="unique_part_index")
         ]
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="part_claim_idx")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="part_claim_idx"),
+            models.Index(fields=["smsc_id"], name="part_smsc_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"part {self.index}/{self.message.parts_count} of message {self.message_id}"
@@ -120,7 +134,7 @@ class MessagePart(models.Model):
 class Receipt(models.Model):
     """A delivery receipt as it came from the SMSC, matched to its part or not yet."""
 
-    smsc_id = models.CharField(max_length=65, db_index=True)
+    smsc_id = models.CharField(max_length=65)
     part = models.ForeignKey(
         MessagePart, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
     )
@@ -132,7 +146,7 @@ class Receipt(models.Model):
     error_code = models.PositiveIntegerField(null=True, blank=True)
     submitted_date = models.DateTimeField(null=True, blank=True)
     done_date = models.DateTimeField(null=True, blank=True)
-    source_addr = models.CharField(max_length=21, blank=True, default="", db_index=True)  # handset
+    source_addr = models.CharField(max_length=21, blank=True, default="")  # handset
     destination_addr = models.CharField(max_length=21, blank=True, default="")
     raw_text = models.TextField(blank=True, default="")
     tlvs = models.JSONField(default=dict, blank=True)
@@ -141,7 +155,11 @@ class Receipt(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["matched_at", "smsc_id"], name="receipt_unmatched_idx")]
+        indexes = [
+            models.Index(fields=["matched_at", "smsc_id"], name="receipt_unmatched_idx"),
+            models.Index(fields=["smsc_id"], name="receipt_smsc_id_idx"),
+            models.Index(fields=["source_addr"], name="receipt_source_addr_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"receipt {self.stat} for {self.smsc_id}"

@@ -224,14 +224,18 @@ class ModelRows:
                 def convert(value, f=f):
                     return f.get_db_prep_save(value, connection)
 
-            self._plan.append((f.attname, f.get_default, convert))
+            # What Django would store for a missing value: the default, "" or None;
+            # worked out once unless the default is made anew for each row.
+            per_row = f.has_default() and callable(f.default)
+            default = f.get_default if per_row else f.get_default()
+            self._plan.append((f.attname, default, per_row, convert))
 
     def row(self, values: dict) -> tuple:
         out = []
-        for name, default, convert in self._plan:
+        for name, default, per_row, convert in self._plan:
             value = values.get(name, _MISSING)
             if value is _MISSING:
-                value = default()  # what Django would store: the default, "" or None
+                value = default() if per_row else default
             out.append(value if convert is None else convert(value))
         return tuple(out)
 
