@@ -844,7 +844,7 @@ class _ResultBatch:
         sql, dt = self.sql, self.sql.dt
         now = dt(self.now)
         sql.update_rows(
-            "messaging_messagepart",
+            MessagePart,
             _PART_COLUMNS,
             [
                 (
@@ -867,7 +867,7 @@ class _ResultBatch:
             ],
         )
         sql.update_rows(
-            "messaging_message",
+            Message,
             _MESSAGE_COLUMNS,
             [
                 (
@@ -885,7 +885,7 @@ class _ResultBatch:
             ],
         )
         sql.update_rows(
-            "messaging_receipt",
+            Receipt,
             ("part_id", "message_id", "matched_at"),
             [(r.part.id, r.part.message_id, now, r.id) for r in self.matched_receipts],
         )
