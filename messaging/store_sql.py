@@ -237,6 +237,8 @@ class ModelRows:
                 convert = None if sql.postgres else _naive_text
             elif kind in _PLAIN_TYPES:
                 convert = None
+            elif kind == "JSONField" and f.encoder is None:
+                convert = json.dumps  # the text either database parses (Django's own, faster)
             else:
 
                 def convert(value, f=f):
