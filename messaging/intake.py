@@ -15,6 +15,7 @@ another request took first) fails alone.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
 from django.db import DatabaseError
@@ -24,10 +25,14 @@ from .models import Message
 from .notify import ring_worker
 from .store import NewMessage, create_messages
 
+logger = logging.getLogger(__name__)
+
 MAX_BATCH = 1000  # messages in one transaction
 
 
 class MessageIntake:
+    """One event loop's queue of messages to store, and the task that writes it."""
+
     def __init__(self, max_batch: int = MAX_BATCH) -> None:
         self.max_batch = max_batch
         self._pending: list[tuple[NewMessage, asyncio.Future]] = []
@@ -53,10 +58,12 @@ class MessageIntake:
                 messages = await in_db_thread(create_messages)([new for new, _ in batch])
             except DatabaseError:
                 await self._write_one_by_one(batch)
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception as exc:  # a bug, not the store: these requests fail, others go on
+                logger.exception("could not store %d messages", len(batch))
+                _fail(batch, exc)
+            except BaseException as exc:  # cancelled (the loop is closing): nobody is left out
+                _fail(batch + self._pending, exc)
+                self._pending.clear()
                 raise
             else:
                 for (_, future), message in zip(batch, messages, strict=True):
@@ -74,6 +81,12 @@ class MessageIntake:
             else:
                 if not future.done():
                     future.set_result(message)
+
+
+def _fail(batch: list[tuple[NewMessage, asyncio.Future]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
 
 
 _intakes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageIntake] = (

@@ -61,7 +61,7 @@ class SmscAnswers:
         """The channel a waiting message names, for the worker's bell."""
         if not self.channel:
             layer = get_channel_layer()
-            self.channel = await layer.new_channel("smsc-answers.") if layer else ""
+            self.channel = await layer.new_channel("smsc-answers") if layer else ""
         return self.channel
 
     async def wait(self, message_id: int, timeout: float) -> Message | None:
@@ -85,8 +85,9 @@ class SmscAnswers:
 
     async def _listen(self) -> None:
         layer = get_channel_layer() if self.channel else None
+        looked = time.monotonic()  # when everything waiting was last looked at
         while self._waiting:
-            ids = list(self._waiting)  # on a timeout: everything still waiting
+            ids: list[int] = []
             if layer is not None:
                 try:
                     bell = await asyncio.wait_for(layer.receive(self.channel), POLL_INTERVAL)
@@ -98,6 +99,9 @@ class SmscAnswers:
                     await asyncio.sleep(POLL_INTERVAL)
             else:
                 await asyncio.sleep(POLL_INTERVAL)
+            if time.monotonic() - looked >= POLL_INTERVAL:  # bells or not, a lost one is found
+                ids = list(self._waiting)
+                looked = time.monotonic()
             if ids:
                 await self._settle(ids)
 

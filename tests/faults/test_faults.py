@@ -20,9 +20,10 @@ import pytest
 from django.db import connection
 
 from messaging import store
-from messaging.models import Message, MessagePart
+from messaging.models import Message, MessagePart, Receipt
 from messaging.outbound import split_for_smsc
 from messaging.states import FINAL_STATES
+from smpp_gateway.receipts import smsc_id_variants as variants
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
 
@@ -87,6 +88,13 @@ def check_and_report(name: str, smsc: SimulatorThread, ids: list[int], started: 
         )
     )
     assert twice <= marked, f"sent twice without the mark: {sorted(twice - marked)[:5]}"
+    # Every receipt matched whose SMSC id a part holds. Those left are for submits
+    # whose response never came (dropped, or the link or the worker died first):
+    # their id was never learnt, and the part holds the id of the resend.
+    known = {v for (i,) in MessagePart.objects.values_list("smsc_id") if i for v in variants(i)}
+    unmatched = Receipt.objects.filter(matched_at__isnull=True).values_list("smsc_id", flat=True)
+    orphans = [i for i in unmatched if known & set(variants(i))]
+    assert not orphans, f"receipts unmatched though their part is known: {orphans[:5]}"
     stats = smsc.stats()
     assert stats["window_violations"] == 0
     figures = {
