@@ -33,7 +33,7 @@ from .outbound import split_for_smsc
 from .reassembly import Fragment, assemble
 from .splitting import SplitResult
 from .states import RECEIPT_STATE, State, derive_message_state, is_final
-from .store_sql import Sql, aware, chunks
+from .store_sql import Sql, aware
 
 logger = logging.getLogger(__name__)
 
@@ -490,19 +490,12 @@ def store_receipts(receipts: Sequence[ReceiptIn]) -> Notifications:
 
 
 def record_results(
-    outcomes: Sequence[SubmitOutcome],
-    receipts: Sequence[ReceiptIn],
-    max_attempts: int = 10,
-    kept: Sequence[str] = (),
+    outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn], max_attempts: int = 10
 ) -> Notifications:
     """``record_submit_outcomes(outcomes)`` then ``store_receipts(receipts)``, in one
     transaction: the same rows, transitions and events as the two calls, with a
-    few statements for the whole batch instead of several per message.
-
-    ``kept`` are the SMSC ids of receipts stored unmatched by ``keep_receipts``:
-    they are matched here as if they had come now.
-    """
-    if not outcomes and not receipts and not kept:
+    few statements for the whole batch instead of several per message."""
+    if not outcomes and not receipts:
         return Notifications()
     with transaction.atomic(), Sql() as sql:
         sql.use_indexes()
@@ -512,67 +505,12 @@ def record_results(
         # seeing the other's row, and stay unmatched for good.
         sql.serialize(RESULTS_LOCK)
         batch = _ResultBatch(sql)
-        batch.load(outcomes, receipts, kept)
+        batch.load(outcomes, receipts)
         if outcomes:
             batch.apply_outcomes(outcomes, max_attempts)
-        # Receipts kept unmatched, after the results: the same record as if each
-        # receipt had come after its result was written.
-        batch.settle(batch.match_waiting())
         if receipts:
             batch.apply_receipts(receipts)
         return batch.write()
-
-
-def keep_receipts(receipts: Sequence[ReceiptIn]) -> None:
-    """Store receipts as they came, unmatched, in a transaction of their own.
-
-    A deliver_sm may be answered once what it carried is committed: this is the
-    smallest such commit, so the SMSC's window of unanswered deliver_sm turns at
-    the pace of an insert, not of a batch of results. ``record_results(kept=...)``
-    then matches them; after a crash in between, ``match_kept_receipts``.
-    """
-    if receipts:
-        now = timezone.now()
-        with transaction.atomic(), Sql() as sql:
-            _insert(sql, Receipt, [_receipt_values(r, None, now) for r in receipts])
-
-
-KEPT_RECEIPTS_LOOKBACK = timedelta(hours=1)
-
-
-def match_kept_receipts(lookback: timedelta = KEPT_RECEIPTS_LOOKBACK) -> int:
-    """Match the receipts kept unmatched in the last ``lookback`` (a worker stopped
-    between keeping them and matching them); returns how many were looked at.
-    Those for ids no part has stay unmatched, as before."""
-    since = timezone.now() - lookback
-    smsc_ids = list(
-        Receipt.objects.filter(matched_at__isnull=True, received_at__gte=since)
-        .values_list("smsc_id", flat=True)
-        .distinct()
-    )
-    for chunk in chunks(smsc_ids, 1000):
-        record_results((), (), kept=chunk)
-    return len(smsc_ids)
-
-
-def _receipt_values(receipt: ReceiptIn, part: _PartRow | None, at) -> dict:
-    """A receipt's row, matched to ``part`` or not."""
-    return {
-        "smsc_id": receipt.smsc_id,
-        "part_id": part.id if part else None,
-        "message_id": part.message_id if part else None,
-        "stat": receipt.stat,
-        "message_state": receipt.message_state,
-        "error_code": receipt.error_code,
-        "submitted_date": receipt.submitted_date,
-        "done_date": receipt.done_date,
-        "source_addr": receipt.source_addr,
-        "destination_addr": receipt.destination_addr,
-        "raw_text": receipt.raw_text,
-        "tlvs": receipt.tlvs,
-        "received_at": at,
-        "matched_at": at if part else None,
-    }
 
 
 class _PartRow:
@@ -624,12 +562,7 @@ class _ResultBatch:
 
     # --- reading ---------------------------------------------------------------------
 
-    def load(
-        self,
-        outcomes: Sequence[SubmitOutcome],
-        receipts: Sequence[ReceiptIn],
-        kept: Sequence[str] = (),
-    ) -> None:
+    def load(self, outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn]) -> None:
         """Lock and read every part (and its message) the results may touch."""
         from smpp_gateway.receipts import smsc_id_variants  # the SMPP id rules live there
 
@@ -638,11 +571,9 @@ class _ResultBatch:
             if outcome.smsc_id:
                 for variant in smsc_id_variants(outcome.smsc_id):
                     self.wanted.setdefault(variant, outcome.smsc_id)
-        kept_variants = {v for smsc_id in kept for v in smsc_id_variants(smsc_id)}
-        if self.wanted or kept:
-            # Receipts kept unmatched: those that overtook their submit_sm_resp
-            # (usually none) and those ``kept`` names.
-            where, params = sql.in_list("smsc_id", list(set(self.wanted) | set(kept)))
+        if self.wanted:
+            # Receipts that overtook their submit_sm_resp (usually none).
+            where, params = sql.in_list("smsc_id", list(self.wanted))
             self.waiting = sql.execute(
                 "SELECT id, smsc_id, stat, message_state, error_code, source_addr, "
                 f"destination_addr, raw_text FROM messaging_receipt "
@@ -655,7 +586,7 @@ class _ResultBatch:
         unknown = [o.part_id for o in outcomes if o.message_id is None]
         if unknown:
             lookups.append(sql.in_list("id", unknown))
-        smsc_ids = {v for r in receipts for v in r.smsc_id_variants} | kept_variants
+        smsc_ids = {v for r in receipts for v in r.smsc_id_variants}
         if self.waiting:
             smsc_ids |= set(self.wanted.values())
         if smsc_ids:
@@ -776,25 +707,17 @@ class _ResultBatch:
                     part.next_attempt_at = retry_at
             part.dirty = True
             touched.add(part.message_id)
+        if self.waiting:
+            touched |= self._match_waiting()
         self.settle(touched, {o.part_id: o for o in outcomes})
 
-    def match_waiting(self) -> set[int]:
-        """Attach receipts kept unmatched to their parts: those that just got their
-        SMSC id, or (``kept``) that had it already."""
-        from smpp_gateway.receipts import smsc_id_variants
-
-        waiting, self.waiting = self.waiting, []
-        if not waiting:
-            return set()
+    def _match_waiting(self) -> set[int]:
+        """Attach receipts kept unmatched to the parts that just got their SMSC id."""
         by_smsc_id = {p.smsc_id: p for p in self._parts_in_order() if p.smsc_id}
         matched = []
-        for row in waiting:
+        for row in self.waiting:
             receipt_id, smsc_id, stat, state, error, source, destination, text = row
-            part = by_smsc_id.get(self.wanted.get(smsc_id, smsc_id))
-            if part is None:  # the part's id in another form (hex, leading zeros...)
-                part = next(
-                    (by_smsc_id[v] for v in smsc_id_variants(smsc_id) if v in by_smsc_id), None
-                )
+            part = by_smsc_id.get(self.wanted[smsc_id])
             if part is None:
                 continue
             receipt = ReceiptIn(
@@ -970,7 +893,26 @@ class _ResultBatch:
         _insert(
             sql,
             Receipt,
-            [_receipt_values(row.receipt, row.part, at) for row in self.new_receipts],
+            [
+                {
+                    "smsc_id": r.smsc_id,
+                    "part_id": row.part.id if row.part else None,
+                    "message_id": row.part.message_id if row.part else None,
+                    "stat": r.stat,
+                    "message_state": r.message_state,
+                    "error_code": r.error_code,
+                    "submitted_date": r.submitted_date,
+                    "done_date": r.done_date,
+                    "source_addr": r.source_addr,
+                    "destination_addr": r.destination_addr,
+                    "raw_text": r.raw_text,
+                    "tlvs": r.tlvs,
+                    "received_at": at,
+                    "matched_at": at if row.part else None,
+                }
+                for row in self.new_receipts
+                for r in (row.receipt,)
+            ],
         )
         _insert(
             sql,

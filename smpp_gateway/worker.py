@@ -116,19 +116,14 @@ class _Pending:
     # (what the deliver_sm carried, its sequence, the session to answer on)
     receipts: list[tuple[ReceiptIn, int, Any]] = field(default_factory=list)
     fragments: list[tuple[FragmentIn, int, Any]] = field(default_factory=list)
-    # SMSC ids of receipts already kept (stored unmatched, answered): to be matched
-    kept: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.outcomes or self.receipts or self.fragments or self.kept)
+        return bool(self.outcomes or self.receipts or self.fragments)
 
     def take(self, limit: int) -> _Pending:
         """Up to ``limit`` items of each kind, removed from here."""
-        taken = _Pending(
-            self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit], self.kept[:limit]
-        )
+        taken = _Pending(self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit])
         del self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit]
-        del self.kept[:limit]
         return taken
 
 
@@ -138,12 +133,6 @@ class SMPPWorker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._db_executor = ThreadPoolExecutor(1, thread_name_prefix="smpp-db")
         self._claim_executor: ThreadPoolExecutor | None = None  # PostgreSQL: claims apart
-        # PostgreSQL: receipts are kept (stored unmatched) and answered apart from the
-        # batch of results that matches them; see ``_keep_loop``.
-        self._keep_executor: ThreadPoolExecutor | None = None
-        self._to_keep: list[tuple[ReceiptIn, int, Any, SubmitOutcome | None]] = []
-        self._keeping = 0  # deliver_sm in the keep under way
-        self._keep_wanted = asyncio.Event()
         self._pending = _Pending()
         # (send before, part): claimed, waiting for room in the window
         self._unsent: deque[tuple[float, ClaimedPart]] = deque()
@@ -197,12 +186,9 @@ class SMPPWorker:
         sole = self._is_sole_worker()
         if not sole:
             self._claim_executor = ThreadPoolExecutor(1, thread_name_prefix="smpp-claim")
-            self._keep_executor = ThreadPoolExecutor(1, thread_name_prefix="smpp-keep")
         requeued = await self._db(store.requeue_abandoned, sole)
         if requeued:
             logger.warning("took back %d parts a previous worker left in flight", requeued)
-        # Receipts a stopped worker kept but had not matched yet.
-        await self._db(store.match_kept_receipts)
         failures = 0
         cfg = self.config.session
         while not self._stopping.is_set():
@@ -244,10 +230,9 @@ class SMPPWorker:
         await self._db(close_old_connections, executor=self._claim_executor)
         await self._flush_all()
         await self._set_link("stopped", "worker stopped")
-        for executor in (self._claim_executor, self._keep_executor):
-            if executor is not None:
-                executor.submit(connections.close_all)
-                executor.shutdown(wait=True)
+        if self._claim_executor is not None:
+            self._claim_executor.submit(connections.close_all)
+            self._claim_executor.shutdown(wait=True)
         self._db_executor.shutdown(wait=True)
 
     def _is_sole_worker(self) -> bool:
@@ -259,7 +244,6 @@ class SMPPWorker:
         helpers = [
             asyncio.ensure_future(self._feed(session)),
             asyncio.ensure_future(self._flush_loop()),
-            asyncio.ensure_future(self._keep_loop()),
             asyncio.ensure_future(self._maintain()),
             asyncio.ensure_future(self._answer_queries(session)),
         ]
@@ -389,13 +373,7 @@ class SMPPWorker:
     @property
     def _unanswered(self) -> int:
         """deliver_sm received and not yet answered."""
-        return (
-            self._answering
-            + self._keeping
-            + len(self._to_keep)
-            + len(self._pending.receipts)
-            + len(self._pending.fragments)
-        )
+        return self._answering + len(self._pending.receipts) + len(self._pending.fragments)
 
     def _release(self, parts: list[ClaimedPart]) -> None:
         """Claimed parts that never left go back to the queue (not as duplicates)."""
@@ -535,13 +513,14 @@ class SMPPWorker:
         if released:
             self._flush_wanted.set()
 
-    def _take_held(self, receipt: ReceiptIn) -> SubmitOutcome | None:
-        """A receipt came: its submit's result, held for it, if any (for the same write)."""
+    def _take_held(self, receipt: ReceiptIn) -> bool:
+        """A receipt came: its submit's result goes in the same write."""
         for variant in receipt.smsc_id_variants:
             entry = self._held.pop(variant, None)
             if entry is not None:
-                return entry[1]
-        return None
+                self._pending.outcomes.append(entry[1])
+                return True
+        return False
 
     async def _answer_queries(self, session: SMPPSession) -> None:
         """Serve /v1/query's questions to the SMSC (query_sm) while bound."""
@@ -584,19 +563,12 @@ class SMPPWorker:
             return
         if isinstance(item, ReceiptIn):
             late = False
-            result = self._take_held(item)
-            if result is None:
+            if not self._take_held(item):
                 late = self._released.seen(item.smsc_id_variants)
                 if not late:  # it overtook its response: that result must not wait for it
                     self._receipts_seen.add(item.smsc_id_variants)
             # Share of receipts that came after their result was written alone, lately.
             self._late_receipts += (late - self._late_receipts) / 64
-            if self._keep_executor is not None:
-                self._to_keep.append((item, sequence, self._session, result))
-                self._keep_wanted.set()
-                return
-            if result is not None:
-                self._pending.outcomes.append(result)
             self._pending.receipts.append((item, sequence, self._session))
         else:
             self._pending.fragments.append((item, sequence, self._session))
@@ -611,48 +583,7 @@ class SMPPWorker:
             self._flush_wanted.clear()
             await self._flush()
 
-    async def _keep_loop(self) -> None:
-        """Keep receipts and answer their deliver_sm; the next write matches them.
-
-        An SMSC sends a window of deliver_sm (often 100) and no more until they are
-        answered, and a deliver_sm is answered only once what it carried is
-        committed. Matched in the batch of results, a window turned once per batch
-        (~30 ms under load: ~3,000 receipts/s at most). Kept first, in a commit of
-        their own on a connection of their own, the window turns at the pace of
-        an insert while the results are written.
-        """
-        while True:
-            await self._keep_wanted.wait()
-            await asyncio.sleep(self.config.flush_interval)  # let a batch gather
-            while len(self._pending.kept) >= self.config.flush_batch:
-                # Matching lags a full write behind: answer no faster than it goes.
-                await asyncio.sleep(self.config.flush_interval)
-            self._keep_wanted.clear()
-            await self._keep()
-
-    async def _keep(self) -> None:
-        batch, self._to_keep = self._to_keep, []
-        if not batch:
-            return
-        self._keeping = len(batch)
-        status = 0
-        try:
-            await self._db(
-                store.keep_receipts, [item for item, *_ in batch], executor=self._keep_executor
-            )
-        except Exception:
-            logger.exception("could not keep %d receipts; the SMSC will resend", len(batch))
-            status = RECEIVER_RETRY_LATER
-        self._answer([(item, sequence, session) for item, sequence, session, _ in batch], status)
-        self._keeping = 0
-        # Results held for these receipts are written either way; receipts only if kept.
-        self._pending.outcomes.extend(result for *_, result in batch if result is not None)
-        if status == 0:
-            self._pending.kept.extend(item.smsc_id for item, *_ in batch)
-        self._flush_wanted.set()
-
     async def _flush_all(self) -> None:
-        await self._keep()
         self._release_held(everything=True)
         while self._pending:
             await self._flush()
@@ -678,14 +609,10 @@ class SMPPWorker:
         receipt_status = 0
         try:
             notes.merge(
-                await self._db(
-                    store.record_results, pending.outcomes, receipts, max_attempts, pending.kept
-                )
+                await self._db(store.record_results, pending.outcomes, receipts, max_attempts)
             )
         except Exception:
             logger.warning("could not write a batch of results; trying its parts apart")
-            if pending.kept:  # stored already: matched in a later write, or at the next start
-                self._pending.kept[:0] = pending.kept
             if pending.outcomes:
                 try:
                     notes.merge(

@@ -77,46 +77,6 @@ def test_a_receipt_kept_unmatched_is_matched_when_its_result_comes():
     assert Receipt.objects.get().part_id == claimed.part_id
 
 
-def test_kept_receipts_are_stored_first_and_matched_in_a_later_batch():
-    """The worker's fast path: keep (answer the SMSC), then match with the results."""
-    (message,) = store.create_messages([new_message("hi")])
-    (claimed,) = store.claim_parts("w1", 10, 60)
-    store.keep_receipts([receipt("ab12")])
-    kept = Receipt.objects.get()
-    assert kept.matched_at is None and kept.part_id is None and kept.tlvs == {"message_state": 2}
-    store.record_results([submitted(claimed, "ab12")], [], kept=["ab12"])
-    message.refresh_from_db()
-    assert message.state == State.DELIVERED
-    kept.refresh_from_db()
-    assert kept.part_id == claimed.part_id and kept.message_id == message.pk and kept.matched_at
-    events = list(Event.objects.filter(message=message).values_list("type", flat=True))
-    assert events == ["status", "receipt", "status"]  # one receipt event, not two
-
-
-def test_a_kept_receipt_matches_a_part_written_before_in_another_form():
-    (message,) = store.create_messages([new_message("hi")])
-    (claimed,) = store.claim_parts("w1", 10, 60)
-    store.record_results([submitted(claimed, "ff")], [])  # the response (hex), written alone
-    store.keep_receipts([receipt("255")])  # the receipt says it in decimal
-    store.record_results([], [], kept=["255"])
-    message.refresh_from_db()
-    assert message.state == State.DELIVERED
-    assert Receipt.objects.get().part_id == claimed.part_id
-
-
-def test_receipts_kept_before_a_crash_are_matched_at_the_next_start():
-    (message,) = store.create_messages([new_message("hi")])
-    (claimed,) = store.claim_parts("w1", 10, 60)
-    store.record_results([submitted(claimed, "ab12")], [])
-    store.keep_receipts([receipt("ab12"), receipt("nobody-sent-this")])
-    # The worker stopped here: kept, answered, never matched.
-    assert store.match_kept_receipts() == 2
-    message.refresh_from_db()
-    assert message.state == State.DELIVERED
-    unknown = Receipt.objects.get(smsc_id="nobody-sent-this")
-    assert unknown.matched_at is None  # kept, as any receipt for an unknown id
-
-
 def test_a_part_claimed_but_never_sent_goes_back_as_it_was():
     (message,) = store.create_messages([new_message("hi")])
     (claimed,) = store.claim_parts("w1", 10, 60)
