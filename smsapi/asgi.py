@@ -20,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from messaging.ws_auth import ApiKeyMiddleware  # noqa: E402
+from smsapi.gc_tuning import tune_garbage_collector  # noqa: E402
 from smsapi.handlers import ApiASGIHandler, PathDispatcher, api_paths  # noqa: E402
 
 # WebSockets take any Origin: they carry no cookie, only an API key (when
@@ -30,3 +31,4 @@ application = ProtocolTypeRouter(
         "websocket": ApiKeyMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )
+tune_garbage_collector()

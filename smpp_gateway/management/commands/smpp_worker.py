@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from smpp_gateway.worker import SMPPWorker, WorkerConfig
+from smsapi.gc_tuning import tune_garbage_collector
 
 
 def hold_sqlite_worker_lock():
@@ -36,6 +37,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         lock = hold_sqlite_worker_lock() if connection.vendor == "sqlite" else None
         worker = SMPPWorker(WorkerConfig.from_settings())
+        tune_garbage_collector()
 
         async def main():
             loop = asyncio.get_running_loop()
