@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from django.db import DatabaseError
 
 from .events import in_db_thread
 from .models import Message
 from .notify import ring_worker
+from .per_event_loop import PerEventLoop
 from .store import NewMessage, create_messages
 
 logger = logging.getLogger(__name__)
@@ -89,15 +89,9 @@ def _fail(batch: list[tuple[NewMessage, asyncio.Future]], exc: BaseException) ->
             future.set_exception(exc)
 
 
-_intakes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageIntake] = (
-    weakref.WeakKeyDictionary()
-)
+_intakes = PerEventLoop(MessageIntake)
 
 
 def message_intake() -> MessageIntake:
     """The running event loop's intake."""
-    loop = asyncio.get_running_loop()
-    intake = _intakes.get(loop)
-    if intake is None:
-        intake = _intakes[loop] = MessageIntake()
-    return intake
+    return _intakes.get()

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 
 from channels.layers import get_channel_layer
 from django.db.models import Prefetch
 
 from .events import in_db_thread
 from .models import Message, MessagePart
+from .per_event_loop import PerEventLoop
 from .states import State
 
 logger = logging.getLogger(__name__)
@@ -127,15 +127,9 @@ class SmscAnswers:
                 future.set_result(message)
 
 
-_answers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SmscAnswers] = (
-    weakref.WeakKeyDictionary()
-)
+_answers = PerEventLoop(SmscAnswers)
 
 
 def smsc_answers() -> SmscAnswers:
     """The running event loop's waiting room."""
-    loop = asyncio.get_running_loop()
-    answers = _answers.get(loop)
-    if answers is None:
-        answers = _answers[loop] = SmscAnswers()
-    return answers
+    return _answers.get()
