@@ -43,10 +43,11 @@ class AsyncAPIView(APIView):
                 self.initial(request, *args, **kwargs)
             method = request.method.lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None
-            handler = handler or self.http_method_not_allowed
-            if inspect.iscoroutinefunction(handler):
+            if handler is None:
+                response = self.http_method_not_allowed(request, *args, **kwargs)  # raises
+            elif inspect.iscoroutinefunction(handler):
                 response = await handler(request, *args, **kwargs)
-            elif handler is self.http_method_not_allowed or method == "options":
+            elif method == "options":
                 response = handler(request, *args, **kwargs)  # no store, no waiting
             else:
                 response = await in_db_thread(handler)(request, *args, **kwargs)

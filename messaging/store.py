@@ -315,16 +315,9 @@ def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
             transitions.append(
                 {"message_id": message_id, "to_state": State.QUEUED, "at": now, "detail": "stored"}
             )
-        _insert(sql, MessagePart, parts)
-        _insert(sql, StateTransition, transitions)
+        sql.insert(MessagePart, parts)
+        sql.insert(StateTransition, transitions)
     return messages
-
-
-def _insert(sql: Sql, model: type, values: list[dict]) -> None:
-    """Insert rows of ``model`` given as {attribute: value} (defaults for the rest)."""
-    if values:
-        table = sql.table(model)
-        sql.insert_rows(table.table, table.columns, table.rows(values))
 
 
 # --- the worker's side -----------------------------------------------------------
@@ -431,12 +424,15 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
                 f"UPDATE messaging_message SET state = %s, updated_at = %s WHERE {where}",
                 [State.SUBMITTING, sql.dt(now), *where_params],
             )
-            _insert(
-                sql,
+            sql.insert(
                 StateTransition,
                 [
-                    {"message_id": m, "from_state": State.QUEUED, "to_state": State.SUBMITTING}
-                    | {"at": now}
+                    {
+                        "message_id": m,
+                        "from_state": State.QUEUED,
+                        "to_state": State.SUBMITTING,
+                        "at": now,
+                    }
                     for m in moved
                 ],
             )
@@ -890,8 +886,7 @@ class _ResultBatch:
             [(r.part.id, r.part.message_id, now, r.id) for r in self.matched_receipts],
         )
         at = self.now
-        _insert(
-            sql,
+        sql.insert(
             Receipt,
             [
                 {
@@ -914,8 +909,7 @@ class _ResultBatch:
                 for r in (row.receipt,)
             ],
         )
-        _insert(
-            sql,
+        sql.insert(
             StateTransition,
             [
                 {
@@ -930,8 +924,7 @@ class _ResultBatch:
             ],
         )
         if self.events:
-            _insert(
-                sql,
+            sql.insert(
                 Event,
                 [
                     {"type": kind, "message_id": message_id, "payload": data, "created_at": at}
@@ -976,10 +969,10 @@ def expire_overdue() -> Notifications:
         # the other way round reads every queued part, a million of them at times.
         overdue = Message.objects.filter(
             validity_until__lt=now, state__in=(State.QUEUED, State.SUBMITTING)
-        ).values("id")
+        ).values_list("id", flat=True)[:1000]
         parts = list(
             MessagePart.objects.select_for_update(skip_locked=True).filter(
-                state=State.QUEUED, message_id__in=list(overdue[:1000].values_list("id", flat=True))
+                state=State.QUEUED, message_id__in=list(overdue)
             )
         )
         if not parts:

@@ -36,7 +36,6 @@ class Sql:
             self.cursor = psycopg.Cursor(connection.connection)
         else:
             self.cursor = connection.cursor()
-        self._adapt = connection.ops.adapt_datetimefield_value
 
     def table(self, model: type) -> ModelRows:
         """The ``ModelRows`` of ``model`` (built once per model and database)."""
@@ -89,14 +88,7 @@ class Sql:
 
     def dt(self, value: datetime | None) -> Any:
         """A datetime as this database stores it (SQLite: naive UTC text)."""
-        if value is None or self.postgres:
-            return value
-        return self._adapt(value)
-
-    @staticmethod
-    def json(value: object) -> str:
-        """A JSONField value, as Django would write it."""
-        return json.dumps(value)
+        return value if self.postgres else _naive_text(value)
 
     def in_list(self, column: str, values: Sequence) -> tuple[str, list]:
         """``column IN (...)`` as SQL and parameters."""
@@ -140,18 +132,21 @@ class Sql:
         assignments = ", ".join(f'"{c}" = %s' for c in columns)
         self.cursor.executemany(f'UPDATE {table.table} SET {assignments} WHERE "id" = %s', rows)
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
-        """Insert many rows; ids are not returned (see ``last_id``)."""
-        if not rows:
+    def insert(self, model: type, values: Sequence[dict]) -> None:
+        """Insert rows of ``model`` given as {attribute: value} (defaults for the rest);
+        ids are not returned (see ``last_id``)."""
+        if not values:
             return
-        names = ", ".join(f'"{c}"' for c in columns)
+        table = self.table(model)
+        rows = table.rows(values)
+        names = ", ".join(f'"{c}"' for c in table.columns)
         if self.postgres:
-            with self.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            with self.cursor.copy(f"COPY {table.table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
-            marks = ", ".join(["%s"] * len(columns))
-            self.cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            marks = ", ".join(["%s"] * len(table.columns))
+            self.cursor.executemany(f"INSERT INTO {table.table} ({names}) VALUES ({marks})", rows)
 
     def insert_returning_ids(self, table: ModelRows, rows: Sequence[Sequence]) -> list[int]:
         """Insert rows and return their new ids, in the order of ``rows``.

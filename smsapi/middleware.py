@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction
-from django.utils.decorators import sync_and_async_middleware
+from django.utils.decorators import async_only_middleware
 
 
-@sync_and_async_middleware
+@async_only_middleware
 def nosniff(get_response):
     """``X-Content-Type-Options: nosniff`` on every API answer (what Django's
     SecurityMiddleware adds to pages) without its two thread hops per request."""
-    if iscoroutinefunction(get_response):
 
-        async def middleware(request):
-            response = await get_response(request)
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            return response
-
-    else:
-
-        def middleware(request):
-            response = get_response(request)
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            return response
+    async def middleware(request):
+        response = await get_response(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
     return middleware

@@ -107,6 +107,22 @@ async def test_a_lost_bell_costs_only_time():
     assert answered.pk == message.pk
 
 
+async def test_a_lost_bell_is_found_while_other_bells_keep_ringing():
+    answers = SmscAnswers()
+    channel = await answers.prepare()
+    message = await database_sync_to_async(_stored_waiting)(channel)
+    waiting = asyncio.ensure_future(answers.wait(message.pk, timeout=10))
+    await database_sync_to_async(_answer)(message.pk)  # its own bell is lost
+    started = time.monotonic()
+    layer = get_channel_layer()
+    while not waiting.done() and time.monotonic() - started < 5:
+        # Bells for other messages, more often than the poll interval.
+        await layer.send(channel, {"type": "message.answered", "ids": [-1]})
+        await asyncio.sleep(POLL_INTERVAL / 5)
+    assert waiting.done() and (await waiting).pk == message.pk
+    assert time.monotonic() - started < 3 * POLL_INTERVAL
+
+
 async def test_a_bell_before_the_wait_is_not_missed():
     answers = SmscAnswers()
     channel = await answers.prepare()

@@ -169,6 +169,18 @@ def settled(count: int = 1):
 # --- tests --------------------------------------------------------------------------------
 
 
+def post_one_receipt(receiver: Receiver, path: str, statuses: list[int]) -> int:
+    """A receipt event for a message whose callback is ``path`` on the receiver, which
+    answers ``statuses`` first (then 200); returns once the sender has settled it."""
+    receiver.statuses[path] = statuses
+    message = make_message()
+    Message.objects.filter(pk=message.pk).update(callback_url=receiver.url(path))
+    with running_sender():
+        (event_id,) = add_events(1, "receipt", message=message, ring=False)
+        wait_until(settled())
+    return event_id
+
+
 def test_receipt_and_final_status_are_posted_signed_with_the_keys_secret(receiver):
     key = make_key("client-a", webhook_secret="s3cret", default_callback_url=receiver.url("/key"))
     message = make_message()
@@ -201,12 +213,7 @@ def test_receipt_and_final_status_are_posted_signed_with_the_keys_secret(receive
 
 
 def test_a_failing_receiver_gets_it_again_and_every_attempt_is_recorded(receiver):
-    receiver.statuses["/flaky"] = [500, 500]
-    message = make_message()
-    Message.objects.filter(pk=message.pk).update(callback_url=receiver.url("/flaky"))
-    with running_sender():
-        (event_id,) = add_events(1, "receipt", message=message, ring=False)
-        wait_until(settled())
+    event_id = post_one_receipt(receiver, "/flaky", [500, 500])
 
     delivery = WebhookDelivery.objects.get()
     assert delivery.event_id == event_id and delivery.state == "delivered"
@@ -330,12 +337,7 @@ def test_the_sender_process_posts_receipts_and_incoming_messages_end_to_end(
 
 
 def test_the_admin_lists_deliveries_and_shows_every_attempt(receiver, client, django_user_model):
-    receiver.statuses["/admin-seen"] = [503]
-    message = make_message()
-    Message.objects.filter(pk=message.pk).update(callback_url=receiver.url("/admin-seen"))
-    with running_sender():
-        (event_id,) = add_events(1, "receipt", message=message, ring=False)
-        wait_until(settled())
+    event_id = post_one_receipt(receiver, "/admin-seen", [503])
     delivery = WebhookDelivery.objects.get()
     client.force_login(django_user_model.objects.create_superuser("op", "op@example.com", "x"))
 
