@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import string
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from .models import ApiKey
 
 KEY_MARKER = "sk_"
 PREFIX_LENGTH = 8
+PREFIX_ALPHABET = string.ascii_letters + string.digits
 SECRET_BYTES = 32  # token_urlsafe: 43 characters
 WEBHOOK_SECRET_BYTES = 32
 
@@ -60,8 +62,12 @@ def hash_key(key: str) -> str:
 
 
 def generate_key() -> tuple[str, str]:
-    """A new random key and its prefix: ``("sk_<prefix><secret>", "<prefix>")``."""
-    prefix = secrets.token_urlsafe(PREFIX_LENGTH)[:PREFIX_LENGTH]
+    """A new random key and its prefix: ``("sk_<prefix><secret>", "<prefix>")``.
+
+    The prefix is letters and digits only: operators type it on the command line
+    (``apikey revoke <prefix>``), where one starting with "-" reads as an option.
+    """
+    prefix = "".join(secrets.choice(PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
     return f"{KEY_MARKER}{prefix}{secrets.token_urlsafe(SECRET_BYTES)}", prefix
 
 

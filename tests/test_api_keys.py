@@ -23,6 +23,13 @@ def test_a_key_is_marker_prefix_secret():
     assert api_keys.generate_key()[0] != key
 
 
+def test_prefixes_can_be_typed_on_the_command_line():
+    # token_urlsafe gave "-..." one time in 64: `apikey revoke -...` read it as an option.
+    prefixes = {api_keys.generate_key()[1] for _ in range(2000)}
+    assert all(p.isascii() and p.isalnum() for p in prefixes)
+    assert len(prefixes) > 1990
+
+
 @pytest.mark.parametrize("value", ["", "sk_", "sk_abcdefgh", "pk_abcdefgh123", "abcdefgh"])
 def test_prefix_of_what_is_no_key(value):
     assert api_keys.prefix_of(value) is None
