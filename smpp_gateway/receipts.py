@@ -23,6 +23,7 @@ Rules (so that behaviour is predictable):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,15 +133,15 @@ def _split_fields(body: str) -> tuple[dict[str, str], str]:
         head, text = body[: text_match.start()], body[text_match.end() :]
     else:
         head, text = body, ""
-    keys = list(_KEY_RE.finditer(head))
+    pieces = _KEY_RE.split(head)  # [before the first key, key, its value, key, value, ...]
     fields: dict[str, str] = {}
-    for i, match in enumerate(keys):
-        end = keys[i + 1].start() if i + 1 < len(keys) else len(head)
-        words = head[match.end() : end].split()
-        fields.setdefault(_canonical_key(match.group(1)), words[0] if words else "")
+    for key, value in zip(pieces[1::2], pieces[2::2], strict=True):
+        words = value.split(None, 1)
+        fields.setdefault(_canonical_key(key), words[0] if words else "")
     return fields, text.strip()
 
 
+@functools.lru_cache(maxsize=64)
 def _canonical_key(key: str) -> str:
     key = key.lower()
     if key.startswith("submit"):
@@ -166,6 +167,7 @@ def normalize_stat(value: str) -> str:
     return value if value in STATE_BY_STAT else ""
 
 
+@functools.lru_cache(maxsize=1024)  # receipts of the same minute carry the same dates
 def parse_receipt_date(value: str) -> datetime | None:
     """A receipt date as a UTC datetime, or ``None`` if it is not a date.
 

@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ from .pdu import (
 logger = logging.getLogger(__name__)
 
 MAX_SEQUENCE = 0x7FFFFFFF
+DELIVER_SM_ID = (0x00000005).to_bytes(4, "big")
+DELIVERS_PER_TURN = 16
 READ_SIZE = 256 * 1024  # one read takes every PDU the socket holds, up to this
 
 
@@ -99,6 +102,9 @@ class SMPPSession:
         # PDUs written in one turn of the event loop leave in one write (one syscall).
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        # deliver_sm received, read a few at a time (see _read_delivers)
+        self._delivers: deque[bytes] = deque()
+        self._reading_delivers = False
         self._last_read = time.monotonic()
         self._last_write = time.monotonic()
         self._closing = False
@@ -234,7 +240,9 @@ class SMPPSession:
                         break
                     pdu = bytes(buffer[offset : offset + length])
                     offset += length
-                    if not self._dispatch(pdu):
+                    if pdu[4:8] == DELIVER_SM_ID:
+                        self._queue_deliver(pdu)
+                    elif not self._dispatch(pdu):
                         return self._ended(self.close_reason or "unbound by the SMSC")
                 del buffer[:offset]
         except asyncio.CancelledError:
@@ -242,11 +250,38 @@ class SMPPSession:
             raise
         finally:
             timers.cancel()
+            self._delivers.clear()  # never answered: the SMSC sends them again
             self._abort()
             for future in self._requests.values():
                 if not future.done():
                     future.set_exception(LinkError("link lost"))
             self._requests.clear()
+
+    @property
+    def delivers_queued(self) -> int:
+        """deliver_sm received and not yet handed to ``on_deliver``."""
+        return len(self._delivers)
+
+    def _queue_deliver(self, pdu: bytes) -> None:
+        self._delivers.append(pdu)
+        if not self._reading_delivers:
+            self._reading_delivers = True
+            asyncio.get_running_loop().call_soon(self._read_delivers)
+
+    def _read_delivers(self) -> None:
+        """Read queued deliver_sm a few per turn of the event loop.
+
+        An SMSC sends up to its window of them at once (a hundred receipts take
+        milliseconds to read); the submit_sm_resp behind them must not wait that
+        long to free their window slots.
+        """
+        delivers = self._delivers
+        for _ in range(min(DELIVERS_PER_TURN, len(delivers))):
+            self._dispatch(delivers.popleft())
+        if delivers:
+            asyncio.get_running_loop().call_soon(self._read_delivers)
+        else:
+            self._reading_delivers = False
 
     def _ended(self, reason: str) -> str:
         self.close_reason = self.close_reason or reason
