@@ -12,8 +12,16 @@ other path through ``MIDDLEWARE``. Measured: the API's request path went from
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import close_old_connections
+from django.urls import set_script_prefix
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -32,6 +40,86 @@ class ApiASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP only, not {scope['type']}")
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        """Django 5.2's ``ASGIHandler.handle`` without its two hops to the sync thread.
+
+        Django sends ``request_started`` and closes the response (which sends
+        ``request_finished``) on its sync thread, because their receivers are
+        synchronous: they close the thread's old database connections. The API's
+        database work never runs on that thread: its views use threads that open
+        and close their own connections (``in_db_thread``, ``make_view_atomic``
+        below). So ``request_started`` is not sent, and ``request_finished`` is
+        sent here, where it has no connection to close (measured: +22 % req/s).
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away
+                await self.send_response(response, send)
+            return response
+
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            pass
+        else:
+            if response.streaming:
+                # A streamed body may hold resources that close synchronously.
+                await sync_to_async(response.close, thread_sensitive=False)()
+            else:
+                response.close()
+        body_file.close()
+
+    def make_view_atomic(self, view):
+        """Sync views (health, metrics, the schema) open and close their own connection.
+
+        Django closes the sync thread's connections on the request signals, which
+        this handler does not send (see ``handle``); in the test suite the test's
+        transaction must stay open, so there views are left as they are.
+        """
+        view = super().make_view_atomic(view)
+        if iscoroutinefunction(view) or settings.STORE_ON_CALLER_THREAD:
+            return view
+
+        @functools.wraps(view)
+        def with_own_connection(*args, **kwargs):
+            close_old_connections()
+            try:
+                return view(*args, **kwargs)
+            finally:
+                close_old_connections()
+
+        return with_own_connection
 
     def load_middleware(self, is_async: bool = False) -> None:
         # BaseHandler reads settings.MIDDLEWARE; show it the API's list while it builds

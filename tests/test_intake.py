@@ -7,10 +7,12 @@ import asyncio
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import HttpCommunicator
-from django.db import IntegrityError
+from django.core.signals import request_finished, request_started
+from django.db import IntegrityError, connection
 
 from messaging import intake as intake_module
 from messaging.intake import MessageIntake
@@ -169,3 +171,47 @@ async def test_the_api_and_the_pages_get_their_own_middleware():
     response = await page.get_response(timeout=10)
     assert response["status"] == 200
     assert dict(response["headers"])[b"X-Frame-Options"] == b"DENY"
+
+
+async def test_api_requests_skip_the_request_signals_hop_but_still_finish(monkeypatch):
+    """The API handler sends no request_started (its receivers only tend the sync
+    thread's connection, which the API does not use); request_finished still comes."""
+    sent: list[str] = []
+
+    def started(**kwargs):
+        sent.append("started")
+
+    def finished(**kwargs):
+        sent.append("finished")
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    try:
+        api = HttpCommunicator(
+            application, "GET", "/v1/messages", headers=[(b"host", b"localhost")]
+        )
+        assert (await api.get_response(timeout=10))["status"] == 200
+        await api.wait(timeout=10)  # the handler closes the response after sending it
+        assert sent == ["finished"]
+        sent.clear()
+        page = HttpCommunicator(
+            application, "GET", "/admin/login/", headers=[(b"host", b"localhost")]
+        )
+        assert (await page.get_response(timeout=10))["status"] == 200
+        await page.wait(timeout=10)
+        assert sent == ["started", "finished"]  # the pages keep Django's handler
+    finally:
+        request_started.disconnect(started)
+        request_finished.disconnect(finished)
+
+
+async def test_a_sync_api_view_closes_its_own_connection(settings):
+    """Without the request signals, a sync view (/readyz) must not leave its
+    connection open on Django's sync thread."""
+    settings.STORE_ON_CALLER_THREAD = False  # as in production: no test transaction to keep
+    response = await HttpCommunicator(
+        application, "GET", "/readyz", headers=[(b"host", b"localhost")]
+    ).get_response(timeout=10)
+    assert response["status"] == 503  # the store answered; no worker is bound
+    assert b'"database":"ok"' in response["body"].replace(b" ", b"")
+    assert await sync_to_async(lambda: connection.connection is None)()
