@@ -20,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from messaging.ws_auth import ApiKeyMiddleware  # noqa: E402
+from smsapi.daphne_requests import skip_twisted_form_parsing  # noqa: E402
 from smsapi.gc_tuning import tune_garbage_collector  # noqa: E402
 from smsapi.handlers import ApiASGIHandler, PathDispatcher, api_paths  # noqa: E402
 
@@ -31,4 +32,5 @@ application = ProtocolTypeRouter(
         "websocket": ApiKeyMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )
+skip_twisted_form_parsing()
 tune_garbage_collector()
