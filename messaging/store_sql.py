@@ -11,6 +11,7 @@ inserts. Everything runs on Django's connection, inside the caller's
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,15 @@ from django.db import connection
 
 # PostgreSQL binds at most 65535 parameters per statement, SQLite 32766.
 MAX_IN_LIST = 10_000
+
+
+@functools.cache
+def _c_timestamptz_loader() -> type:
+    """psycopg's own loader for timestamptz text (its C one with psycopg[binary])."""
+    import psycopg
+    from psycopg.postgres import types
+
+    return psycopg.adapters.get_loader(types["timestamptz"].oid, psycopg.pq.Format.TEXT)
 
 
 class Sql:
@@ -34,6 +44,11 @@ class Sql:
             # Server-side binding: prepared once, then only values travel (Django's own
             # cursors interpolate every value into the SQL text on the client).
             self.cursor = psycopg.Cursor(connection.connection)
+            if connection.timezone_name == "UTC":
+                # Timestamps parsed in C. Django's loader subclasses psycopg's pure
+                # Python one (4x slower: a tenth of the worker's CPU went to it); in a
+                # UTC session both give the same aware UTC datetimes.
+                self.cursor.adapters.register_loader("timestamptz", _c_timestamptz_loader())
         else:
             self.cursor = connection.cursor()
 
