@@ -837,6 +837,14 @@ class _ResultBatch:
     # --- writing -----------------------------------------------------------------------
 
     def write(self) -> Notifications:
+        """Every change in one round trip to the database (one statement per table)."""
+        with self.sql.pipeline():
+            self._write_rows()
+        if self.events:
+            self.notifications.last_event_id = self.sql.last_id("messaging_event")
+        return self.notifications
+
+    def _write_rows(self) -> None:
         sql, dt = self.sql, self.sql.dt
         now = dt(self.now)
         sql.update_rows(
@@ -931,8 +939,6 @@ class _ResultBatch:
                     for kind, message_id, data in self.events
                 ],
             )
-            self.notifications.last_event_id = sql.last_id("messaging_event")
-        return self.notifications
 
 
 def requeue_abandoned(all_in_flight: bool = False) -> int:

@@ -3,14 +3,16 @@
 The worker writes a few rows per message at thousands of messages a second.
 Django's ``bulk_update`` builds a ``CASE WHEN`` per field and row (quadratic
 in the batch) and ``bulk_create`` makes a model instance per row; both cost
-more than the database itself. Here rows are plain tuples: one prepared
-statement run for many rows (``executemany``), and on PostgreSQL ``COPY`` for
-inserts. Everything runs on Django's connection, inside the caller's
+more than the database itself. Here rows are plain tuples: on PostgreSQL one
+statement per table whatever the number of rows (``unnest`` of one array per
+column, dumped in C), on SQLite one prepared statement run for many rows
+(``executemany``). Everything runs on Django's connection, inside the caller's
 ``transaction.atomic()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Iterable, Sequence
@@ -99,6 +101,17 @@ class Sql:
         if self.postgres:
             self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,), prepare=False)
 
+    def pipeline(self) -> contextlib.AbstractContextManager:
+        """Statements that return nothing, sent together and answered together.
+
+        On PostgreSQL a batch of results is six statements (an UPDATE or INSERT
+        per table): one round trip for all instead of one each, which under load
+        was a third of a batch's time. Errors come when the block ends.
+        """
+        if self.postgres:
+            return self.cursor.connection.pipeline()
+        return contextlib.nullcontext()
+
     # --- values ------------------------------------------------------------------------
 
     def dt(self, value: datetime | None) -> Any:
@@ -138,10 +151,11 @@ class Sql:
             names = ", ".join(f'"{c}"' for c in (*columns, "id"))
             assignments = ", ".join(f'"{c}" = v."{c}"' for c in columns)
             arrays = ", ".join(f"%b::{t}[]" for t in types)
-            self.execute(
+            self.cursor.execute(
                 f"UPDATE {table.table} AS t SET {assignments} "
                 f"FROM unnest({arrays}) AS v({names}) WHERE t.id = v.id",
                 [list(column) for column in zip(*rows, strict=True)],
+                prepare=False,
             )
             return
         assignments = ", ".join(f'"{c}" = %s' for c in columns)
@@ -149,16 +163,22 @@ class Sql:
 
     def insert(self, model: type, values: Sequence[dict]) -> None:
         """Insert rows of ``model`` given as {attribute: value} (defaults for the rest);
-        ids are not returned (see ``last_id``)."""
+        ids are not returned (see ``last_id``).
+
+        On PostgreSQL one ``INSERT ... SELECT FROM unnest(arrays)``: the arrays are
+        dumped in C (binary), and unlike ``COPY`` it can go in a ``pipeline``."""
         if not values:
             return
         table = self.table(model)
         rows = table.rows(values)
         names = ", ".join(f'"{c}"' for c in table.columns)
         if self.postgres:
-            with self.cursor.copy(f"COPY {table.table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            arrays = ", ".join(f"%b::{t}[]" for t in table.db_types)
+            self.cursor.execute(
+                f"INSERT INTO {table.table} ({names}) SELECT * FROM unnest({arrays})",
+                [list(column) for column in zip(*rows, strict=True)],
+                prepare=False,
+            )
         else:
             marks = ", ".join(["%s"] * len(table.columns))
             self.cursor.executemany(f"INSERT INTO {table.table} ({names}) VALUES ({marks})", rows)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.db import IntegrityError, transaction
 
 from messaging import store
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
 from messaging.states import State
 from messaging.store import SubmitOutcome
+from messaging.store_sql import Sql
 
 from .factories import new_message, receipt
 
@@ -98,3 +100,17 @@ def test_claims_take_the_oldest_due_parts_and_tell_who_waits():
     assert claimed[0].waited and claimed[0].src == "bart" and claimed[0].register == ""
     (later,) = store.claim_parts("w1", 5, 60)
     assert not later.waited
+
+
+def test_a_statement_refused_in_the_write_pipeline_fails_the_whole_batch_as_a_django_error():
+    """The batch's writes travel together (``Sql.pipeline``): one refused statement
+    must still raise Django's error and leave nothing of the batch behind."""
+    stored = store.create_messages([new_message()])[0]
+    before = StateTransition.objects.count()
+    with pytest.raises(IntegrityError), transaction.atomic(), Sql() as sql, sql.pipeline():
+        sql.insert(
+            StateTransition,
+            [{"message_id": stored.pk, "to_state": State.QUEUED, "detail": "written"}],
+        )
+        sql.insert(StateTransition, [{"message_id": stored.pk, "to_state": None}])  # NOT NULL
+    assert StateTransition.objects.count() == before
