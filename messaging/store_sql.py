@@ -171,17 +171,13 @@ class Sql:
             return
         table = self.table(model)
         rows = table.rows(values)
-        names = ", ".join(f'"{c}"' for c in table.columns)
         if self.postgres:
-            arrays = ", ".join(f"%b::{t}[]" for t in table.db_types)
-            self.cursor.execute(
-                f"INSERT INTO {table.table} ({names}) SELECT * FROM unnest({arrays})",
-                [list(column) for column in zip(*rows, strict=True)],
-                prepare=False,
-            )
+            self.cursor.execute(*_insert_from_arrays(table, rows), prepare=False)
         else:
             marks = ", ".join(["%s"] * len(table.columns))
-            self.cursor.executemany(f"INSERT INTO {table.table} ({names}) VALUES ({marks})", rows)
+            self.cursor.executemany(
+                f"INSERT INTO {table.table} ({table.column_list}) VALUES ({marks})", rows
+            )
 
     def insert_returning_ids(self, table: ModelRows, rows: Sequence[Sequence]) -> list[int]:
         """Insert rows and return their new ids, in the order of ``rows``.
@@ -190,22 +186,15 @@ class Sql:
         row after row: in the order of the rows, they rise. So the ids one
         statement returns, sorted, are the rows' ids in order.
         """
-        names = ", ".join(f'"{c}"' for c in table.columns)
         if self.postgres and len(rows) > 1:
-            # One array per column: a few parameters, whatever the number of rows.
-            # Binary: psycopg dumps a list in C that way, five times faster than as text.
-            arrays = ", ".join(f"%b::{t}[]" for t in table.db_types)
-            returned = self.execute(
-                f"INSERT INTO {table.table} ({names}) SELECT * FROM unnest({arrays}) RETURNING id",
-                [list(column) for column in zip(*rows, strict=True)],
-            )
-            return sorted(r[0] for r in returned)
+            statement, params = _insert_from_arrays(table, rows)
+            return sorted(r[0] for r in self.execute(statement + " RETURNING id", params))
         row_marks = "(" + ", ".join(["%s"] * len(table.columns)) + ")"
         ids: list[int] = []
         for batch in chunks(rows, max(1, 30_000 // len(table.columns))):
             params = [value for row in batch for value in row]
             returned = self.execute(
-                f"INSERT INTO {table.table} ({names}) VALUES "
+                f"INSERT INTO {table.table} ({table.column_list}) VALUES "
                 f"{', '.join([row_marks] * len(batch))} RETURNING id",
                 params,
             )
@@ -219,6 +208,17 @@ class Sql:
         else:
             sql = "SELECT last_insert_rowid()"
         return self.execute(sql)[0][0]
+
+
+def _insert_from_arrays(table: ModelRows, rows: Sequence[Sequence]) -> tuple[str, list]:
+    """PostgreSQL's ``INSERT ... SELECT FROM unnest(arrays)`` of ``rows``: one array
+    per column, so a few parameters whatever the number of rows; binary, which
+    psycopg dumps in C, five times faster than as text."""
+    arrays = ", ".join(f"%b::{t}[]" for t in table.db_types)
+    return (
+        f"INSERT INTO {table.table} ({table.column_list}) SELECT * FROM unnest({arrays})",
+        [list(column) for column in zip(*rows, strict=True)],
+    )
 
 
 _MISSING = object()
@@ -258,6 +258,7 @@ class ModelRows:
         fields = [f for f in model._meta.concrete_fields if not f.primary_key]
         self.table = model._meta.db_table
         self.columns = [f.column for f in fields]
+        self.column_list = ", ".join(f'"{c}"' for c in self.columns)
         self.db_types = [f.db_type(connection) for f in fields]
         self._db_type_of = dict(zip(self.columns, self.db_types, strict=True))
         self._plan = []
