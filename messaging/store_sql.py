@@ -5,9 +5,9 @@ Django's ``bulk_update`` builds a ``CASE WHEN`` per field and row (quadratic
 in the batch) and ``bulk_create`` makes a model instance per row; both cost
 more than the database itself. Here rows are plain tuples: on PostgreSQL one
 statement per table whatever the number of rows (``COPY``, or in a pipeline
-``unnest`` of one array per column, dumped in C), on SQLite one prepared statement run for many rows
-(``executemany``). Everything runs on Django's connection, inside the caller's
-``transaction.atomic()``.
+``unnest`` of one array per column, dumped in C), on SQLite one prepared
+statement run for many rows (``executemany``). Everything runs on Django's
+connection, inside the caller's ``transaction.atomic()``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class Sql:
     def __init__(self) -> None:
         connection.ensure_connection()
         self.postgres = connection.vendor == "postgresql"
-        self.in_pipeline = False
         if self.postgres:
             import psycopg
 
@@ -110,17 +109,17 @@ class Sql:
         was a third of a batch's time. Errors come when the block ends.
         """
         if self.postgres:
-            return self._pipelined()
+            return self.cursor.connection.pipeline()
         return contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def _pipelined(self):
-        self.in_pipeline = True
-        try:
-            with self.cursor.connection.pipeline():
-                yield
-        finally:
-            self.in_pipeline = False
+    @property
+    def in_pipeline(self) -> bool:
+        """Inside ``pipeline()`` on PostgreSQL (libpq's own state, not a copy of it)."""
+        if not self.postgres:
+            return False
+        from psycopg.pq import PipelineStatus
+
+        return self.cursor.connection.pgconn.pipeline_status != PipelineStatus.OFF
 
     # --- values ------------------------------------------------------------------------
 
@@ -181,7 +180,7 @@ class Sql:
             return
         table = self.table(model)
         rows = table.rows(values)
-        if self.postgres and self.in_pipeline:
+        if self.in_pipeline:
             self.cursor.execute(*_insert_from_arrays(table, rows), prepare=False)
         elif self.postgres:
             with self.cursor.copy(f"COPY {table.table} ({table.column_list}) FROM STDIN") as copy:

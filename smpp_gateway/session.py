@@ -102,9 +102,10 @@ class SMPPSession:
         # PDUs written in one turn of the event loop leave in one write (one syscall).
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        # deliver_sm received, read a few at a time (see _read_delivers)
+        # deliver_sm received, read a few at a time (see _read_delivers); set when none wait
         self._delivers: deque[bytes] = deque()
-        self._reading_delivers = False
+        self._delivers_read = asyncio.Event()
+        self._delivers_read.set()
         self._last_read = time.monotonic()
         self._last_write = time.monotonic()
         self._closing = False
@@ -251,21 +252,21 @@ class SMPPSession:
         finally:
             timers.cancel()
             self._delivers.clear()  # never answered: the SMSC sends them again
+            self._delivers_read.set()
             self._abort()
             for future in self._requests.values():
                 if not future.done():
                     future.set_exception(LinkError("link lost"))
             self._requests.clear()
 
-    @property
-    def delivers_queued(self) -> int:
-        """deliver_sm received and not yet handed to ``on_deliver``."""
-        return len(self._delivers)
+    async def delivers_read(self) -> None:
+        """Until every deliver_sm received so far has gone to ``on_deliver``."""
+        await self._delivers_read.wait()
 
     def _queue_deliver(self, pdu: bytes) -> None:
         self._delivers.append(pdu)
-        if not self._reading_delivers:
-            self._reading_delivers = True
+        if self._delivers_read.is_set():
+            self._delivers_read.clear()
             asyncio.get_running_loop().call_soon(self._read_delivers)
 
     def _read_delivers(self) -> None:
@@ -281,7 +282,7 @@ class SMPPSession:
         if delivers:
             asyncio.get_running_loop().call_soon(self._read_delivers)
         else:
-            self._reading_delivers = False
+            self._delivers_read.set()
 
     def _ended(self, reason: str) -> str:
         self.close_reason = self.close_reason or reason

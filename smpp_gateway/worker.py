@@ -580,11 +580,11 @@ class SMPPWorker:
         while True:
             await self._flush_wanted.wait()
             await asyncio.sleep(self.config.flush_interval)  # let a batch gather
-            while self._session is not None and self._session.delivers_queued:
+            if self._session is not None:
                 # ... with every deliver_sm already received: the SMSC sends no more
                 # until these are answered, so a write that leaves some behind halves
                 # the receipts per write (measured: 2,400 -> 1,800 msg/s end to end).
-                await asyncio.sleep(0)
+                await self._session.delivers_read()
             self._flush_wanted.clear()
             await self._flush()
 
