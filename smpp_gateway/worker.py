@@ -157,7 +157,12 @@ class SMPPWorker:
     # --- the database thread -----------------------------------------------------------
 
     async def _db(self, func, *args, executor: ThreadPoolExecutor | None = None):
-        return await asyncio.wrap_future(self._submit_db(func, *args, executor=executor))
+        # Shielded: a caller cancelled as the link goes stops waiting, but what it
+        # handed to the database thread still runs. Unshielded, a write of results
+        # queued behind other work was dropped, and its parts, though the SMSC had
+        # accepted them, went out again once their lease ran out (fault suite).
+        future = self._submit_db(func, *args, executor=executor)
+        return await asyncio.shield(asyncio.wrap_future(future))
 
     def _submit_db(self, func, *args, executor: ThreadPoolExecutor | None = None):
         def call():
@@ -317,13 +322,19 @@ class SMPPWorker:
                 if claiming is not None and (not unsent or claiming.done()):
                     try:
                         parts = await asyncio.shield(asyncio.wrap_future(claiming))
+                    except asyncio.CancelledError:
+                        # The link went as the claim ended: ``claiming`` stays set, so the
+                        # parts it took are handed back below. Dropped here, they sat
+                        # claimed until their lease ran out, then went out again marked
+                        # possibly duplicated though never sent (seen in the fault suite).
+                        raise
                     except Exception:
+                        claiming = None
                         logger.exception("could not claim parts; trying again")
                         parts = []
                         await asyncio.sleep(self.config.poll_interval)
-                    finally:
-                        if claiming.done():
-                            claiming = None
+                    else:
+                        claiming = None
                     deadline = time.monotonic() + keep
                     unsent.extend((deadline, part) for part in parts)
                     if not unsent:
@@ -361,7 +372,7 @@ class SMPPWorker:
         finally:
             self._release([part for _, part in unsent])
             unsent.clear()
-            if claiming is not None:  # a claim still running: release what it brings
+            if claiming is not None:  # a claim not taken in: release what it brings
                 loop = asyncio.get_running_loop()
 
                 def done(future) -> None:
