@@ -30,8 +30,8 @@ async def publish(notifications: Notifications) -> None:
             await layer.group_send(
                 EVENTS_GROUP, {"type": "events.new", "last_id": notifications.last_event_id}
             )
-        for channel, message_ids in notifications.waiters.items():
-            await layer.send(channel, {"type": "message.answered", "ids": message_ids})
+        for channel, answers in notifications.waiters.items():
+            await layer.send(channel, {"type": "message.answered", "answers": answers})
     except Exception:  # the store has it all; a broken layer only delays listeners
         logger.warning("could not publish notifications", exc_info=True)
 

@@ -43,9 +43,9 @@ async def send(
 
     ``api_key`` (None when authentication is off) owns the message, and its
     Idempotency-Keys are its own. The message is stored with those of other
-    requests in flight (``MessageIntake``), and a waiting request is told of
-    the SMSC's answer by its process's ``SmscAnswers``: no read-back, no
-    channel of its own.
+    requests in flight (``MessageIntake``), and a waiting request is told the
+    SMSC's answer by its process's ``SmscAnswers``, from the worker's bell: no
+    read-back, no channel of its own.
     """
     idempotency_key = scoped_idempotency_key(idempotency_key, api_key)
     serializer = send_serializer()
@@ -83,7 +83,8 @@ async def send(
     answered = await answers.wait(message.pk, wait)
     if answered is None:  # no answer in time: as things stand now
         return await in_db_thread(_current_answer)(message.pk)
-    return answer_for(answered, [part.smsc_id for part in answered.parts.all()])
+    _, message.state, message.command_status, smsc_ids = answered
+    return answer_for(message, smsc_ids)
 
 
 def send_batch(

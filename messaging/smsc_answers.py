@@ -2,10 +2,10 @@
 
 One channel per server process, not one per request: every waiting message
 names it (``Message.notify_channel``), and the worker rings it once per batch
-of results with the ids whose parts all have an answer. ``SmscAnswers`` then
-reads those messages, with their parts, in two queries for all the requests
-that wait, and hands each its message. The bell may be lost (the channel
-layer drops by design): the same read runs every ``POLL_INTERVAL`` for
+of results with the answer of each message whose parts all have one: its
+state, command_status and SMSC ids (``store.SmscAnswer``). The waiting request
+answers from that, without reading the store. The bell may be lost (the
+channel layer drops by design): every ``POLL_INTERVAL`` the store is read for
 everything still waiting, so a lost bell only costs time.
 """
 
@@ -22,6 +22,7 @@ from .events import in_db_thread
 from .models import Message, MessagePart
 from .per_event_loop import PerEventLoop
 from .states import State
+from .store import SmscAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,16 @@ def smsc_answered(message: Message) -> bool:
     )
 
 
-def messages_with_parts(message_ids: list[int]) -> list[Message]:
-    """The messages, each with its parts in order (two queries)."""
+def read_answers(message_ids: list[int]) -> list[SmscAnswer]:
+    """The answers of those of the messages the SMSC has answered, read from the
+    store (two queries)."""
     parts = Prefetch("parts", queryset=MessagePart.objects.order_by("index"))
-    return list(Message.objects.filter(pk__in=message_ids).prefetch_related(parts))
+    messages = Message.objects.filter(pk__in=message_ids).prefetch_related(parts)
+    return [
+        (m.pk, m.state, m.command_status, [p.smsc_id for p in m.parts.all()])
+        for m in messages
+        if smsc_answered(m)
+    ]
 
 
 class SmscAnswers:
@@ -53,9 +60,9 @@ class SmscAnswers:
         self.channel = ""
         self._waiting: dict[int, asyncio.Future] = {}
         self._listener: asyncio.Task | None = None
-        # Ids rung for before their request began to wait (a fast SMSC): id -> when.
-        self._early: dict[int, float] = {}
-        self._settling: set[asyncio.Task] = set()
+        # Answers rung for before their request began to wait (a fast SMSC):
+        # id -> (when, answer).
+        self._early: dict[int, tuple[float, SmscAnswer]] = {}
 
     async def prepare(self) -> str:
         """The channel a waiting message names, for the worker's bell."""
@@ -64,15 +71,14 @@ class SmscAnswers:
             self.channel = await layer.new_channel("smsc-answers") if layer else ""
         return self.channel
 
-    async def wait(self, message_id: int, timeout: float) -> Message | None:
-        """The message once the SMSC has answered every part, or None after ``timeout``."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+    async def wait(self, message_id: int, timeout: float) -> SmscAnswer | None:
+        """The message's answer once the SMSC has answered every part, or None after
+        ``timeout``."""
+        early = self._early.pop(message_id, None)
+        if early is not None:
+            return early[1]
+        future = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        if self._early.pop(message_id, None) is not None:
-            settle = loop.create_task(self._settle([message_id]))
-            self._settling.add(settle)
-            settle.add_done_callback(self._settling.discard)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen())
         try:
@@ -87,11 +93,10 @@ class SmscAnswers:
         layer = get_channel_layer() if self.channel else None
         looked = time.monotonic()  # when everything waiting was last looked at
         while self._waiting:
-            ids: list[int] = []
             if layer is not None:
                 try:
                     bell = await asyncio.wait_for(layer.receive(self.channel), POLL_INTERVAL)
-                    ids = self._sort_out(bell.get("ids", ()))
+                    self._hand_out(bell.get("answers", ()))
                 except TimeoutError:
                     pass
                 except Exception:  # a broken layer: fall back to polling
@@ -99,32 +104,32 @@ class SmscAnswers:
                     await asyncio.sleep(POLL_INTERVAL)
             else:
                 await asyncio.sleep(POLL_INTERVAL)
-            if time.monotonic() - looked >= POLL_INTERVAL:  # bells or not, a lost one is found
-                ids = list(self._waiting)
+            if self._waiting and time.monotonic() - looked >= POLL_INTERVAL:
+                # Bells or not, a lost one is found.
                 looked = time.monotonic()
-            if ids:
-                await self._settle(ids)
+                await self._read(list(self._waiting))
 
-    def _sort_out(self, rung: list[int]) -> list[int]:
-        """The rung ids someone waits for; the others are kept a while, in case
+    def _hand_out(self, answers: list[SmscAnswer]) -> None:
+        """Each answer to its waiting request; the others are kept a while, in case
         their request has not begun to wait yet."""
         now = time.monotonic()
-        waiting = [i for i in rung if i in self._waiting]
-        self._early.update((i, now) for i in rung if i not in self._waiting)
+        for answer in answers:
+            message_id = answer[0]
+            future = self._waiting.get(message_id)
+            if future is None:
+                self._early[message_id] = (now, answer)
+            elif not future.done():
+                future.set_result(answer)
         if len(self._early) > EARLY_KEPT:
-            self._early = {i: t for i, t in self._early.items() if now - t < EARLY_SECONDS}
-        return waiting
+            self._early = {i: e for i, e in self._early.items() if now - e[0] < EARLY_SECONDS}
 
-    async def _settle(self, ids: list[int]) -> None:
+    async def _read(self, message_ids: list[int]) -> None:
         try:
-            messages = await in_db_thread(messages_with_parts)(ids)
+            answers = await in_db_thread(read_answers)(message_ids)
         except Exception:  # the store is away: the waits run out, then answer as things stand
             logger.warning("smsc answers: could not read the store", exc_info=True)
             return
-        for message in messages:
-            future = self._waiting.get(message.pk)
-            if future is not None and not future.done() and smsc_answered(message):
-                future.set_result(message)
+        self._hand_out([answer for answer in answers if answer[0] in self._waiting])
 
 
 _answers = PerEventLoop(SmscAnswers)

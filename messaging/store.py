@@ -146,19 +146,25 @@ class FragmentIn:
 # --- what comes out ------------------------------------------------------------
 
 
+# What a request waiting on /v1/send is told: (message id, its state, its
+# command_status, its parts' SMSC ids in order). Lists and scalars only: it
+# crosses the channel layer as it is.
+SmscAnswer = tuple[int, str, int | None, list[str | None]]
+
+
 @dataclass
 class Notifications:
     """Bells to ring after commit."""
 
     last_event_id: int | None = None
-    # channel name -> message ids whose wait is over
-    waiters: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # channel name -> the answers of the messages whose wait is over
+    waiters: dict[str, list[SmscAnswer]] = field(default_factory=lambda: defaultdict(list))
 
     def merge(self, other: Notifications) -> None:
         if other.last_event_id is not None:
             self.last_event_id = max(self.last_event_id or 0, other.last_event_id)
-        for channel, ids in other.waiters.items():
-            self.waiters[channel].extend(ids)
+        for channel, answers in other.waiters.items():
+            self.waiters[channel].extend(answers)
 
 
 class StoreChanges:
@@ -807,7 +813,14 @@ class _ResultBatch:
                 now,
             )
             if result.notify:
-                self.notifications.waiters[message.notify_channel].append(message_id)
+                self.notifications.waiters[message.notify_channel].append(
+                    (
+                        message_id,
+                        result.new_state,
+                        result.fields.get("command_status", message.command_status),
+                        [p.smsc_id for p in message.parts],
+                    )
+                )
             if not result.fields:
                 continue
             old_state = message.state
@@ -1066,7 +1079,13 @@ def _settle_messages(
     if not message_ids:
         return
     part_rows = MessagePart.objects.filter(message_id__in=message_ids).values_list(
-        "message_id", "id", "state", "command_status", "error_code", "possibly_duplicated"
+        "message_id",
+        "id",
+        "state",
+        "command_status",
+        "error_code",
+        "possibly_duplicated",
+        "smsc_id",
     )
     by_message: dict[int, list[tuple]] = defaultdict(list)
     for row in part_rows:
@@ -1094,7 +1113,14 @@ def _settle_messages(
                 changes.event("status", status_event_payload(message, result.new_state), message_id)
             Message.objects.filter(pk=message_id).update(**result.fields)
         if result.notify:
-            changes.notifications.waiters[message.notify_channel].append(message_id)
+            changes.notifications.waiters[message.notify_channel].append(
+                (
+                    message_id,
+                    result.new_state,
+                    result.fields.get("command_status", message.command_status),
+                    [row[5] for row in rows],
+                )
+            )
 
 
 # --- incoming messages -------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from messaging import store
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
@@ -135,10 +138,30 @@ def test_abandoned_parts_are_requeued():
     assert len(store.claim_parts("w2", 10, 60)) == 1
 
 
-def test_waiters_are_told_when_the_smsc_answered():
-    (message,) = store.create_messages([new_message(notify_channel="chan!1")])
-    (claimed,) = store.claim_parts("w1", 10, 60)
-    notes = store.record_submit_outcomes(
-        [SubmitOutcome(part_id=claimed.part_id, outcome="submitted", smsc_id="9")]
+def test_waiters_are_told_the_smsc_answer():
+    accepted, refused, other = store.create_messages(
+        [new_message(notify_channel="chan!1"), new_message(notify_channel="chan!1"), new_message()]
     )
-    assert notes.waiters == {"chan!1": [message.pk]}
+    claimed = {p.message_id: p.part_id for p in store.claim_parts("w1", 10, 60)}
+    notes = store.record_submit_outcomes(
+        [
+            SubmitOutcome(part_id=claimed[accepted.pk], outcome="submitted", smsc_id="9"),
+            SubmitOutcome(part_id=claimed[refused.pk], outcome="failed", command_status=0x0B),
+            SubmitOutcome(part_id=claimed[other.pk], outcome="submitted", smsc_id="a"),
+        ]
+    )
+    # What the waiting request answers from: state, command_status, SMSC ids.
+    assert notes.waiters == {
+        "chan!1": [
+            (accepted.pk, State.SUBMITTED, None, ["9"]),
+            (refused.pk, State.FAILED, 0x0B, [None]),
+        ]
+    }
+
+
+def test_waiters_are_told_when_the_validity_ran_out():
+    (message,) = store.create_messages([new_message(text="hi " * 100, notify_channel="chan!1")])
+    Message.objects.filter(pk=message.pk).update(validity_until=timezone.now() - timedelta(1))
+    notes = store.expire_overdue()
+    assert message.parts_count == 2
+    assert notes.waiters == {"chan!1": [(message.pk, State.EXPIRED, None, [None, None])]}
