@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 MAX_SEQUENCE = 0x7FFFFFFF
 DELIVER_SM_ID = (0x00000005).to_bytes(4, "big")
-DELIVERS_PER_TURN = 16
 READ_SIZE = 256 * 1024  # one read takes every PDU the socket holds, up to this
 
 
@@ -102,7 +101,8 @@ class SMPPSession:
         # PDUs written in one turn of the event loop leave in one write (one syscall).
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        # deliver_sm received, read a few at a time (see _read_delivers); set when none wait
+        # deliver_sm received, read after the responses beside them (see _read_delivers);
+        # set when none wait
         self._delivers: deque[bytes] = deque()
         self._delivers_read = asyncio.Event()
         self._delivers_read.set()
@@ -242,10 +242,13 @@ class SMPPSession:
                     pdu = bytes(buffer[offset : offset + length])
                     offset += length
                     if pdu[4:8] == DELIVER_SM_ID:
-                        self._queue_deliver(pdu)
+                        self._delivers.append(pdu)
                     elif not self._dispatch(pdu):
                         return self._ended(self.close_reason or "unbound by the SMSC")
                 del buffer[:offset]
+                if self._delivers and self._delivers_read.is_set():
+                    self._delivers_read.clear()
+                    asyncio.get_running_loop().call_soon(self._read_delivers)
         except asyncio.CancelledError:
             self._ended("stopped")
             raise
@@ -263,26 +266,22 @@ class SMPPSession:
         """Until every deliver_sm received so far has gone to ``on_deliver``."""
         await self._delivers_read.wait()
 
-    def _queue_deliver(self, pdu: bytes) -> None:
-        self._delivers.append(pdu)
-        if self._delivers_read.is_set():
-            self._delivers_read.clear()
-            asyncio.get_running_loop().call_soon(self._read_delivers)
-
     def _read_delivers(self) -> None:
-        """Read queued deliver_sm a few per turn of the event loop.
+        """Read the deliver_sm queued by the last reads, all at once, in a callback
+        of its own.
 
-        An SMSC sends up to its window of them at once (a hundred receipts take
-        milliseconds to read); the submit_sm_resp behind them must not wait that
-        long to free their window slots.
+        An SMSC sends up to its window of them at once: a hundred receipts take
+        milliseconds to read. The submit_sm_resp beside them were handled as they
+        were cut out of the stream, and the window is refilled from them first (the
+        feed's wake-up is queued ahead of this). Read a few per turn of the event
+        loop instead, they took seven turns: with HTTP on the same loop (the
+        embedded set-up), each turn as long as a request, and receipts waited
+        twice as long at the SMSC (receipt -> stored p99 1.0 -> 1.8-2.6 s).
         """
         delivers = self._delivers
-        for _ in range(min(DELIVERS_PER_TURN, len(delivers))):
+        while delivers:
             self._dispatch(delivers.popleft())
-        if delivers:
-            asyncio.get_running_loop().call_soon(self._read_delivers)
-        else:
-            self._delivers_read.set()
+        self._delivers_read.set()
 
     def _ended(self, reason: str) -> str:
         self.close_reason = self.close_reason or reason
