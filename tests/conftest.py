@@ -21,6 +21,18 @@ from .live import database_url
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_async_tests_connection(django_db_setup) -> Iterator[None]:
+    """Async tests run their ORM calls on asgiref's one sync thread; its connection
+    is never handed back, and PostgreSQL would not drop the test database while
+    it is open ("being accessed by other users"). Closed before the drop."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
 @pytest.fixture(autouse=True)
 def _store_on_caller_thread(settings):
     """Async views' store work on the test's thread, where its transaction is
