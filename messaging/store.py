@@ -814,11 +814,8 @@ class _ResultBatch:
             )
             if result.notify:
                 self.notifications.waiters[message.notify_channel].append(
-                    (
-                        message_id,
-                        result.new_state,
-                        result.fields.get("command_status", message.command_status),
-                        [p.smsc_id for p in message.parts],
+                    result.answer(
+                        message_id, message.command_status, [p.smsc_id for p in message.parts]
                     )
                 )
             if not result.fields:
@@ -1018,6 +1015,14 @@ class _Settled:
     note: str
     notify: bool
 
+    def answer(
+        self, message_id: int, command_status: int | None, smsc_ids: list[str | None]
+    ) -> SmscAnswer:
+        """What the request waiting for this message is told (``command_status``:
+        the message's before settling)."""
+        status = self.fields.get("command_status", command_status)
+        return (message_id, self.new_state, status, smsc_ids)
+
 
 def _settlement(
     state: str,
@@ -1114,12 +1119,7 @@ def _settle_messages(
             Message.objects.filter(pk=message_id).update(**result.fields)
         if result.notify:
             changes.notifications.waiters[message.notify_channel].append(
-                (
-                    message_id,
-                    result.new_state,
-                    result.fields.get("command_status", message.command_status),
-                    [row[5] for row in rows],
-                )
+                result.answer(message_id, message.command_status, [row[5] for row in rows])
             )
 
 
