@@ -320,14 +320,12 @@ class SMPPWorker:
                         executor=self._claim_executor,
                     )
                 if claiming is not None and (not unsent or claiming.done()):
+                    # ``claiming`` is cleared only once its parts are taken in (or it
+                    # failed): cancelled here as the link goes, the finally below hands
+                    # them back. Dropped, they sat claimed until their lease ran out,
+                    # then went out marked possibly duplicated though never sent.
                     try:
                         parts = await asyncio.shield(asyncio.wrap_future(claiming))
-                    except asyncio.CancelledError:
-                        # The link went as the claim ended: ``claiming`` stays set, so the
-                        # parts it took are handed back below. Dropped here, they sat
-                        # claimed until their lease ran out, then went out again marked
-                        # possibly duplicated though never sent (seen in the fault suite).
-                        raise
                     except Exception:
                         claiming = None
                         logger.exception("could not claim parts; trying again")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from messaging import store
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
@@ -108,9 +109,7 @@ def test_a_statement_refused_in_the_write_pipeline_fails_the_whole_batch_as_a_dj
     stored = store.create_messages([new_message()])[0]
     before = StateTransition.objects.count()
     with pytest.raises(IntegrityError), transaction.atomic(), Sql() as sql, sql.pipeline():
-        sql.insert(
-            StateTransition,
-            [{"message_id": stored.pk, "to_state": State.QUEUED, "detail": "written"}],
-        )
+        written = {"message_id": stored.pk, "to_state": State.QUEUED, "at": timezone.now()}
+        sql.insert(StateTransition, [written])  # valid: must be rolled back with the batch
         sql.insert(StateTransition, [{"message_id": stored.pk, "to_state": None}])  # NOT NULL
     assert StateTransition.objects.count() == before
