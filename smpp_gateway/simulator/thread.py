@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..event_loop import new_event_loop
 from .config import SimulatorConfig
 from .records import SubmitRecord
 from .server import SMSCSimulator
@@ -49,7 +50,7 @@ class SimulatorThread:
         return self
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from smpp_gateway.event_loop import new_event_loop
 from smpp_gateway.simulator import SMSCSimulator
 from smpp_gateway.simulator.config import add_config_arguments, config_from_options
 
@@ -50,7 +51,8 @@ class Command(BaseCommand):
             config = config_from_options(options)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        asyncio.run(self._serve(SMSCSimulator(config)))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(self._serve(SMSCSimulator(config)))
 
     async def _serve(self, simulator: SMSCSimulator) -> None:
         stop = asyncio.Event()
