@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from smpp_gateway.event_loop import MicrosecondEpollSelector, new_event_loop
+from smpp_gateway.simulator.event_loop import MicrosecondEpollSelector, new_event_loop
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..event_loop import new_event_loop
 from .config import SimulatorConfig
+from .event_loop import new_event_loop
 from .records import SubmitRecord
 from .server import SMSCSimulator
 

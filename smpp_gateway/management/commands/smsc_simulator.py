@@ -21,9 +21,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from smpp_gateway.event_loop import new_event_loop
 from smpp_gateway.simulator import SMSCSimulator
 from smpp_gateway.simulator.config import add_config_arguments, config_from_options
+from smpp_gateway.simulator.event_loop import new_event_loop
 
 
 class Command(BaseCommand):
