@@ -213,7 +213,14 @@ class IncomingMessage(models.Model):
 class StateTransition(models.Model):
     """The timeline: every change of a message's (or a part's) state, with its time."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="transitions")
+    # No foreign key constraint in the database, here and on Event.message: four
+    # transitions and three events per message made 350,000 constraint checks at
+    # commit per 50,000 messages (end to end on PostgreSQL: +5 % without them). Both
+    # are append-only logs written in the transaction that changes their message, and
+    # messages are never deleted; Django still cascades when one is.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="transitions", db_constraint=False
+    )
     part_index = models.PositiveSmallIntegerField(null=True, blank=True)  # null: the message
     from_state = models.CharField(max_length=16, blank=True, default="")
     to_state = models.CharField(max_length=16)
@@ -242,7 +249,12 @@ class Event(models.Model):
 
     type = models.CharField(max_length=8, choices=Type.choices)
     message = models.ForeignKey(
-        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+        Message,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        db_constraint=False,
     )
     payload = models.JSONField()
     created_at = models.DateTimeField()
