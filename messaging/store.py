@@ -257,7 +257,8 @@ def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
     """
     with transaction.atomic(), Sql() as sql:
         now = timezone.now()
-        messages = []
+        table = sql.table(Message)
+        values = []
         splits = []
         for new in new_messages:
             split = new.split
@@ -267,42 +268,42 @@ def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
                     new.text, new.requested_encoding, _allocate_reference(new.dst)
                 )
             splits.append(split)
-            messages.append(
-                Message(
-                    src=new.src,
-                    src_ton=new.src_ton,
-                    src_npi=new.src_npi,
-                    dst=new.dst,
-                    dst_ton=new.dst_ton,
-                    dst_npi=new.dst_npi,
-                    text=new.text,
-                    encoding=split.encoding,
-                    requested_encoding=new.requested_encoding,
-                    data_coding=split.data_coding,
-                    ucs2_forced_by="".join(split.ucs2_forced_by)[:64],
-                    parts_count=len(split.parts),
-                    register=new.register,
-                    priority=new.priority,
-                    schedule_at=new.schedule_at,
-                    validity_until=new.validity_until,
-                    reference=new.reference,
-                    callback_url=new.callback_url,
-                    idempotency_key=new.idempotency_key,
-                    request_hash=new.request_hash,
-                    api_key_id=new.api_key_id,
-                    notify_channel=new.notify_channel,
-                    created_at=now,
-                    updated_at=now,
+            values.append(
+                table.values(
+                    {
+                        "src": new.src,
+                        "src_ton": new.src_ton,
+                        "src_npi": new.src_npi,
+                        "dst": new.dst,
+                        "dst_ton": new.dst_ton,
+                        "dst_npi": new.dst_npi,
+                        "text": new.text,
+                        "encoding": split.encoding,
+                        "requested_encoding": new.requested_encoding,
+                        "data_coding": split.data_coding,
+                        "ucs2_forced_by": "".join(split.ucs2_forced_by)[:64],
+                        "parts_count": len(split.parts),
+                        "register": new.register,
+                        "priority": new.priority,
+                        "schedule_at": new.schedule_at,
+                        "validity_until": new.validity_until,
+                        "reference": new.reference,
+                        "callback_url": new.callback_url,
+                        "idempotency_key": new.idempotency_key,
+                        "request_hash": new.request_hash,
+                        "api_key_id": new.api_key_id,
+                        "notify_channel": new.notify_channel,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
             )
-        table = sql.table(Message)
-        ids = sql.insert_returning_ids(table, [table.of(m) for m in messages])
+        ids = sql.insert_returning_ids(table, [table.converted(v) for v in values])
+        messages = [table.saved_instance(pk, v) for pk, v in zip(ids, values, strict=True)]
         parts = []
         transitions = []
-        for message, split, message_id in zip(messages, splits, ids, strict=True):
-            message.pk = message_id
-            message._state.adding = False
-            message._state.db = "default"
+        for message, split in zip(messages, splits, strict=True):
+            message_id = message.pk
             due = message.schedule_at or now
             for spec in split.parts:
                 parts.append(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 
 # PostgreSQL binds at most 65535 parameters per statement, SQLite 32766.
 MAX_IN_LIST = 10_000
@@ -268,7 +268,10 @@ class ModelRows:
     """
 
     def __init__(self, model: type, sql: Sql):
-        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        concrete = model._meta.concrete_fields
+        fields = [f for f in concrete if not f.primary_key]
+        self.model = model
+        self._pk_position = next(i for i, f in enumerate(concrete) if f.primary_key)
         self.table = model._meta.db_table
         self.columns = [f.column for f in fields]
         self.column_list = ", ".join(f'"{c}"' for c in self.columns)
@@ -293,6 +296,7 @@ class ModelRows:
             per_row = f.has_default() and callable(f.default)
             default = f.get_default if per_row else f.get_default()
             self._plan.append((f.attname, default, per_row, convert))
+        self._converters = [convert for *_, convert in self._plan]
 
     def db_type(self, column: str) -> str:
         return self._db_type_of[column]
@@ -308,6 +312,33 @@ class ModelRows:
 
     def rows(self, values: Iterable[dict]) -> list[tuple]:
         return [self.row(v) for v in values]
+
+    def values(self, given: dict) -> list:
+        """Every column's value, unconverted: from ``given``, else the field's default."""
+        out = []
+        for name, default, per_row, _ in self._plan:
+            value = given.get(name, _MISSING)
+            if value is _MISSING:
+                value = default() if per_row else default
+            out.append(value)
+        return out
+
+    def converted(self, values: Sequence) -> tuple:
+        """The row of ``values`` (from ``values()``), ready for the database."""
+        return tuple(
+            [v if c is None else c(v) for v, c in zip(values, self._converters, strict=True)]
+        )
+
+    def saved_instance(self, pk: int, values: Sequence) -> Any:
+        """The model instance of the row just inserted from ``values`` with id ``pk``.
+
+        Built the way Django builds one read from the database (positional
+        arguments): a third of the cost of keyword arguments, which was a tenth
+        of a batch's CPU.
+        """
+        args = list(values)
+        args.insert(self._pk_position, pk)
+        return self.model.from_db(DEFAULT_DB_ALIAS, None, args)
 
     def of(self, instance: object) -> tuple:
         """The row of a model instance (its fields already hold their defaults)."""

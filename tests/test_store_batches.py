@@ -44,6 +44,22 @@ def test_a_batch_stores_each_message_with_its_own_parts_in_order():
     assert StateTransition.objects.filter(to_state=State.QUEUED).count() == len(texts)
 
 
+def test_the_messages_returned_are_the_rows_stored():
+    """create_messages builds its instances itself (positionally, as Django does for
+    rows it reads): each must equal, field for field, what a query reads back."""
+    batch = [
+        new_message("plain", dst="5550001"),
+        new_message("é" * 80, dst="5550002", reference="r-2", priority=2),
+        new_message("x" * 300, dst="5550003", notify_channel="chan!1"),
+    ]
+    returned = store.create_messages(batch)
+    for message in returned:
+        stored = Message.objects.get(pk=message.pk)
+        fields = [f.attname for f in Message._meta.concrete_fields]
+        assert {f: getattr(message, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+        assert not message._state.adding and message._state.db == "default"
+
+
 def test_result_and_receipt_in_one_batch_leave_the_same_record_as_two():
     (message,) = store.create_messages([new_message("hi")])
     (claimed,) = store.claim_parts("w1", 10, 60)
