@@ -138,8 +138,8 @@ class CommandStatusFilter(admin.SimpleListFilter):
     parameter_name = "command_status"
 
     def lookups(self, request, model_admin):
-        # Only failed messages carry an error code: the (state, created_at)
-        # index narrows the scan to them.
+        # Only failed messages carry an error code: message_failed_status_idx
+        # holds them and nothing else.
         codes = (
             Message.objects.filter(state=State.FAILED, command_status__isnull=False)
             .order_by()
@@ -159,7 +159,7 @@ class CommandStatusFilter(admin.SimpleListFilter):
             return queryset
         if not (value.isascii() and value.isdigit()):
             return queryset.none()
-        return queryset.filter(command_status=int(value))
+        return queryset.filter(state=State.FAILED, command_status=int(value))
 
 
 class MatchedFilter(admin.SimpleListFilter):
