@@ -68,6 +68,7 @@ EVENT_TYPES = tuple(Event.Type.values)
 # The keys that come first, in the old server's order.
 LEADING_KEYS = ("src", "dst", "text", "type")
 BATCH = 500
+_EVENT_TABLE = Event._meta.db_table
 
 
 def events_after(
@@ -239,28 +240,38 @@ class EventCursor:
             rows = events_after(self.position, limit=limit)
             upto = self._safe_upto([row.pk for row in rows])
             events = [row for row in rows if row.pk <= upto]
-        else:
-            ids = list(
-                Event.objects.filter(id__gt=self.position)
-                .order_by("id")
-                .values_list("id", flat=True)[:limit]
+            self.position = max(self.position, upto)
+            return events
+        after, upto = self.advance(limit)
+        if upto == after:
+            return []
+        return events_after(
+            after,
+            types=self.filter.types,
+            message_id=self.filter.message_id,
+            limit=limit,
+            up_to=upto,
+            api_key_id=self.filter.api_key_id,
+            incoming=self.filter.incoming,
+        )
+
+    def advance(self, limit: int = BATCH) -> tuple[int, int]:
+        """Move past the next ids (``limit`` at most) that are safe to read; returns
+        ``(after, upto)``: read ``after < id <= upto`` (nothing when they are equal).
+
+        For a reader that wants a few columns or a join of its own rather than
+        whole events (the webhook planner): only the ids are read here.
+        """
+        after = self.begin()
+        with connections[router.db_for_read(Event)].cursor() as cursor:
+            # Plain SQL: a planner round is a few such reads, and the ORM's query
+            # building cost more than the read itself.
+            cursor.execute(
+                f"SELECT id FROM {_EVENT_TABLE} WHERE id > %s ORDER BY id LIMIT %s", [after, limit]
             )
-            upto = self._safe_upto(ids)
-            events = (
-                events_after(
-                    self.position,
-                    types=self.filter.types,
-                    message_id=self.filter.message_id,
-                    limit=limit,
-                    up_to=upto,
-                    api_key_id=self.filter.api_key_id,
-                    incoming=self.filter.incoming,
-                )
-                if upto > self.position
-                else []
-            )
-        self.position = max(self.position, upto)
-        return events
+            ids = [row[0] for row in cursor.fetchall()]
+        self.position = max(after, self._safe_upto(ids))
+        return after, self.position
 
     def _safe_upto(self, ids: Iterable[int]) -> int:
         """The highest id up to which every id is either here or known to be gone."""

@@ -35,7 +35,8 @@ from messaging.models import (
     WebhookCursor,
     WebhookDelivery,
 )
-from messaging.webhooks import SenderConfig, WebhookSender
+from messaging.store_sql import Sql
+from messaging.webhooks import SenderConfig, WebhookSender, plan_deliveries
 
 from .conftest import ROOT, free_port, wait_until
 from .live import add_events, database_url, make_message
@@ -272,6 +273,40 @@ def test_incoming_messages_go_to_every_key_that_receives_them(receiver, settings
     assert body["type"] == "mo" and body["event_id"] == event_id
     assert body["text"] == "mo 0 ünïcode\nsecond line" and body["src"] == "5559999"
     assert WebhookDelivery.objects.count() == 2
+
+
+def test_planning_gives_each_event_its_receivers_and_reads_past_the_rest(settings):
+    """Who gets what (docs/webhooks.md), planned from one query over a range of ids."""
+    settings.WEBHOOK_INCOMING_URL = "http://global.example/mo"
+    key = make_key("with-url", default_callback_url="http://key.example/cb")
+    make_key("mo-revoked", default_callback_url="http://gone.example", revoked_at=timezone.now())
+    own_url, key_url, no_url = make_message(), make_message(), make_message()
+    Message.objects.filter(pk=own_url.pk).update(api_key=key, callback_url="http://own.example")
+    Message.objects.filter(pk=key_url.pk).update(api_key=key)
+    Message.objects.filter(pk=no_url.pk).update(api_key=make_key("without-url"))
+    after = last_event_id()
+    now = timezone.now()
+    not_final = {"type": "status", "id": str(own_url.pk), "state": "submitted"}
+    Event.objects.create(type="status", message=own_url, payload=not_final, created_at=now)
+    (own_receipt,) = add_events(1, "receipt", message=own_url, ring=False)
+    (own_final,) = add_events(1, "status", message=own_url, ring=False)
+    (key_receipt,) = add_events(1, "receipt", message=key_url, ring=False)
+    add_events(1, "receipt", message=no_url, ring=False)
+    add_events(1, "status", message=no_url, ring=False)
+    (incoming,) = add_events(1, "mo", ring=False)
+
+    with Sql() as sql:
+        planned = plan_deliveries(sql, after, last_event_id(), now)
+        only_not_final = plan_deliveries(sql, after, own_receipt - 1, now)
+
+    assert [(d.event_id, d.url, d.api_key_id) for d in planned] == [
+        (own_receipt, "http://own.example", key.pk),
+        (own_final, "http://own.example", key.pk),
+        (key_receipt, "http://key.example/cb", key.pk),
+        (incoming, "http://key.example/cb", key.pk),
+        (incoming, "http://global.example/mo", None),
+    ]
+    assert only_not_final == []
 
 
 def test_two_senders_share_the_work_and_post_each_event_once(receiver):
