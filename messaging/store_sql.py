@@ -53,8 +53,9 @@ class Sql:
                 self.cursor.adapters.register_loader("timestamptz", _c_timestamptz_loader())
         else:
             self.cursor = connection.cursor()
-        # SQLite keeps datetimes as naive text in the connection's time zone.
-        self.datetime_text = _naive_utc_text if connection.timezone_name == "UTC" else _naive_text
+            # SQLite keeps datetimes as naive text in the connection's time zone.
+            utc = connection.timezone_name == "UTC"
+            self.datetime_text = _naive_utc_text if utc else _naive_text
 
     def table(self, model: type) -> ModelRows:
         """The ``ModelRows`` of ``model`` (built once per model and database)."""
@@ -126,7 +127,7 @@ class Sql:
     # --- values ------------------------------------------------------------------------
 
     def dt(self, value: datetime | None) -> Any:
-        """A datetime as this database stores it (SQLite: naive UTC text)."""
+        """A datetime as this database stores it (SQLite: naive text, Django's way)."""
         return value if self.postgres else self.datetime_text(value)
 
     def in_list(self, column: str, values: Sequence) -> tuple[str, list]:

@@ -129,3 +129,25 @@ def test_a_statement_refused_in_the_write_pipeline_fails_the_whole_batch_as_a_dj
         sql.insert(StateTransition, [written])  # valid: must be rolled back with the batch
         sql.insert(StateTransition, [{"message_id": stored.pk, "to_state": None}])  # NOT NULL
     assert StateTransition.objects.count() == before
+
+
+def test_datetimes_are_written_as_django_writes_them():
+    """SQLite keeps datetimes as text: the store's own conversion must give Django's."""
+    from datetime import UTC, datetime, timedelta
+    from datetime import timezone as fixed_offset
+
+    from django.db import connection
+
+    values = [
+        timezone.now(),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # whole seconds: no fraction written
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=fixed_offset(timedelta(hours=-3))),
+        None,
+    ]
+    with Sql() as sql:
+        written = [sql.dt(value) for value in values]
+    if sql.postgres:
+        assert all(w is v for w, v in zip(written, values, strict=True))  # psycopg's to adapt
+    else:
+        assert written == [connection.ops.adapt_datetimefield_value(v) for v in values]
+        assert written[2] == "2026-01-02 06:04:05.000006"
