@@ -105,6 +105,9 @@ ASGI_APPLICATION = "smsapi.asgi.application"
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'smsapi.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with this process's writers taking turns in arrival order
+    # (SQLite's own busy handler lets a newcomer in ahead of one that has waited).
+    DATABASES["default"]["ENGINE"] = "smsapi.sqlite_backend"
     DATABASES["default"]["OPTIONS"] = {
         "init_command": (
             "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=10000;"
@@ -112,6 +115,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # Writers take the lock at BEGIN, so two writers queue on busy_timeout
         # instead of failing with "database is locked" on lock upgrade.
         "transaction_mode": "IMMEDIATE",
+        # How long a writer of this process waits for its turn (smsapi/sqlite_backend);
+        # then at most busy_timeout for writers of other processes.
         "timeout": 20,
     }
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
