@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,7 @@ class Sql:
     def __init__(self) -> None:
         connection.ensure_connection()
         self.postgres = connection.vendor == "postgresql"
+        self.mark = "%s"  # the cursor's own placeholder
         if self.postgres:
             import psycopg
 
@@ -52,7 +54,11 @@ class Sql:
                 # UTC session both give the same aware UTC datetimes.
                 self.cursor.adapters.register_loader("timestamptz", _c_timestamptz_loader())
         else:
-            self.cursor = connection.cursor()
+            # sqlite3's own cursor, given "?" placeholders (see ``_qmarks``): Django's
+            # rewrites each statement's "%s" with a regular expression on every call,
+            # 3.4 ms for a batch's 14,000-value INSERT, 6 % of the embedded batch ingest.
+            self.cursor = connection.connection.cursor()
+            self.mark = "?"
             # SQLite keeps datetimes as naive text in the connection's time zone.
             utc = connection.timezone_name == "UTC"
             self.datetime_text = _naive_utc_text if utc else _naive_text
@@ -134,11 +140,17 @@ class Sql:
         """``column IN (...)`` as SQL and parameters."""
         if self.postgres:
             return f"{column} = ANY(%s)", [list(values)]
-        return f"{column} IN ({','.join(['%s'] * len(values))})", list(values)
+        # "?" already: ``_qmarks`` leaves them as they are, and has no long list to rewrite.
+        return f"{column} IN ({','.join(['?'] * len(values))})", list(values)
 
     # --- statements --------------------------------------------------------------------
 
     def execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """A statement written as for Django's cursors ("%s"); its rows, if any."""
+        return self._execute(sql if self.postgres else _qmarks(sql), params)
+
+    def _execute(self, sql: str, params: Sequence) -> list[tuple]:
+        """``execute`` of a statement written with ``self.mark``."""
         if self.postgres:
             # Not prepared: a prepared statement soon gets a generic plan, which for
             # ``= ANY(array)`` of unknown size is a sequential scan.
@@ -170,8 +182,9 @@ class Sql:
                 prepare=False,
             )
             return
-        assignments = ", ".join(f'"{c}" = %s' for c in columns)
-        self.cursor.executemany(f'UPDATE {table.table} SET {assignments} WHERE "id" = %s', rows)
+        mark = self.mark
+        assignments = ", ".join(f'"{c}" = {mark}' for c in columns)
+        self.cursor.executemany(f'UPDATE {table.table} SET {assignments} WHERE "id" = {mark}', rows)
 
     def insert(self, model: type, values: Sequence[dict]) -> None:
         """Insert rows of ``model`` given as {attribute: value} (defaults for the rest);
@@ -190,7 +203,7 @@ class Sql:
                 for row in rows:
                     copy.write_row(row)
         else:
-            marks = ", ".join(["%s"] * len(table.columns))
+            marks = ", ".join([self.mark] * len(table.columns))
             self.cursor.executemany(
                 f"INSERT INTO {table.table} ({table.column_list}) VALUES ({marks})", rows
             )
@@ -205,11 +218,11 @@ class Sql:
         if self.postgres and len(rows) > 1:
             statement, params = _insert_from_arrays(table, rows)
             return sorted(r[0] for r in self.execute(statement + " RETURNING id", params))
-        row_marks = "(" + ", ".join(["%s"] * len(table.columns)) + ")"
+        row_marks = "(" + ", ".join([self.mark] * len(table.columns)) + ")"
         ids: list[int] = []
         for batch in chunks(rows, max(1, 30_000 // len(table.columns))):
             params = [value for row in batch for value in row]
-            returned = self.execute(
+            returned = self._execute(
                 f"INSERT INTO {table.table} ({table.column_list}) VALUES "
                 f"{', '.join([row_marks] * len(batch))} RETURNING id",
                 params,
@@ -344,6 +357,16 @@ class ModelRows:
         args = list(values)
         args.insert(self._pk_position, pk)
         return self.model.from_db(DEFAULT_DB_ALIAS, None, args)
+
+
+@functools.lru_cache(maxsize=128)
+def _qmarks(sql: str) -> str:
+    """A statement written for Django's cursors ("%s", "%%") as sqlite3 takes it
+    ("?", "%"), the way Django's SQLite cursor converts it; once per statement."""
+    return _FORMAT_MARK.sub("?", sql).replace("%%", "%")
+
+
+_FORMAT_MARK = re.compile(r"(?<!%)%s")
 
 
 def _naive_text(value: datetime | None) -> str | None:
