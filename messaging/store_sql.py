@@ -379,12 +379,23 @@ def _naive_utc_text(value: datetime | None) -> str | None:
     without the adapter's lookups of the connection and the settings on every
     call, which made it a quarter of the embedded worker's time at thousands
     of rows a second."""
+    global _last_text
     if value is None:
         return None
+    last, text = _last_text
+    if value is last:  # a batch's rows share one "now": thousands of times the same object
+        return text
     tzinfo = value.tzinfo
-    if tzinfo is not None:
-        value = (value if tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None)
-    return str(value)
+    text = str(
+        value
+        if tzinfo is None
+        else (value if tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None)
+    )
+    _last_text = (value, text)  # one tuple: threads read a pair that belongs together
+    return text
+
+
+_last_text: tuple[datetime | None, str | None] = (None, None)
 
 
 def aware(value: datetime | str | None) -> datetime | None:

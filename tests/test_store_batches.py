@@ -138,11 +138,17 @@ def test_datetimes_are_written_as_django_writes_them():
 
     from django.db import connection
 
+    now = timezone.now()
     values = [
-        timezone.now(),
+        now,
         datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # whole seconds: no fraction written
         datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=fixed_offset(timedelta(hours=-3))),
         None,
+        # the same object again and again (remembered), then another after it
+        now,
+        now,
+        now + timedelta(microseconds=1),
+        now,
     ]
     with Sql() as sql:
         written = [sql.dt(value) for value in values]
