@@ -6,6 +6,7 @@ import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -118,8 +119,9 @@ class SendSerializer(serializers.Serializer):
             return super().to_internal_value(data)  # DRF's own error
         validated: dict = {}
         errors: dict = {}
-        for field in self._fields_to_visit(data):
-            validate_method = getattr(self, "validate_" + field.field_name, None)
+        for field, name, always, validate_method in self._visit_plan:
+            if not always and name not in data:
+                continue
             try:
                 value = field.run_validation(field.get_value(data))
                 if validate_method is not None:
@@ -136,18 +138,29 @@ class SendSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         return validated
 
-    def _fields_to_visit(self, data: Mapping) -> list[serializers.Field]:
-        always = self._always_visited
-        return [f for f in self._writable_fields if f.field_name in always or f.field_name in data]
+    @cached_property
+    def _visit_plan(self) -> tuple[tuple[serializers.Field, str, bool, Any], ...]:
+        """Per writable field, in declared order: its name, whether it is visited even
+        when absent (it raises "required" or gives a default) and its ``validate_``
+        method. Worked out once: DRF's ``_writable_fields`` walks every field again
+        for each item, a tenth of a batch's CPU with the lookups of those methods."""
+        return tuple(
+            (
+                f,
+                f.field_name,
+                f.required or f.default is not serializers.empty,
+                getattr(self, "validate_" + f.field_name, None),
+            )
+            for f in self._writable_fields
+        )
+
+    def _read_only_defaults(self) -> dict:
+        """DRF's, which walks every field for each item, only if there are any."""
+        return super()._read_only_defaults() if self._has_read_only_defaults else {}
 
     @cached_property
-    def _always_visited(self) -> frozenset[str]:
-        """Fields visited even when absent: they raise "required" or give a default."""
-        return frozenset(
-            f.field_name
-            for f in self._writable_fields
-            if f.required or f.default is not serializers.empty
-        )
+    def _has_read_only_defaults(self) -> bool:
+        return any(f.read_only and f.default is not serializers.empty for f in self.fields.values())
 
     def validate_enc(self, value: str) -> str:
         if value and value not in ENCODINGS:
