@@ -15,6 +15,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.functional import cached_property
 from rest_framework import serializers
 from rest_framework.fields import SkipField, get_error_detail
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .encoding import ENCODINGS, UnencodableCharacter
 from .models import Message, MessagePart, Receipt, StateTransition
@@ -81,6 +82,22 @@ def parse_time(value: str, name: str, now: datetime) -> datetime:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
+class _SurrogateCheck(ProhibitSurrogateCharactersValidator):
+    """DRF's check of every text field, the same error, with the search in C: DRF
+    loops over the characters in Python, 7 % of a batch's CPU in-process."""
+
+    _surrogate = re.compile("[\ud800-\udfff]")
+
+    def __call__(self, value: object) -> None:
+        found = self._surrogate.search(str(value))
+        if found is not None:
+            message = self.message.format(code_point=ord(found.group()))
+            raise serializers.ValidationError(message, code=self.code)
+
+
+_NO_SURROGATES = _SurrogateCheck()
+
+
 class SendSerializer(serializers.Serializer):
     """``/v1/send`` input. Fields are declared in the seed's validation order:
     the first error in this order is the one reported."""
@@ -105,6 +122,15 @@ class SendSerializer(serializers.Serializer):
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
     wait = serializers.CharField(required=False, allow_blank=True, default="")
     dry_run = serializers.CharField(required=False, allow_blank=True)
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        for field in fields.values():
+            field.validators = [
+                _NO_SURROGATES if type(v) is ProhibitSurrogateCharactersValidator else v
+                for v in field.validators
+            ]
+        return fields
 
     def to_internal_value(self, data):
         """DRF's ``Serializer.to_internal_value``, visiting only the fields that matter.

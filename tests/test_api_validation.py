@@ -61,6 +61,23 @@ def test_character_outside_latin1_is_refused_by_name(client):
     assert Message.objects.count() == 0
 
 
+@pytest.mark.parametrize("field", ["src", "dst", "text", "reference"])
+def test_a_lone_surrogate_is_refused_as_drf_refuses_it(client, field):
+    """Our check in C gives DRF's own error (its validator, run here for comparison)."""
+    from rest_framework.exceptions import ValidationError
+    from rest_framework.validators import ProhibitSurrogateCharactersValidator
+
+    value = "ab\udc9dcd"
+    with pytest.raises(ValidationError) as drf:
+        ProhibitSurrogateCharactersValidator()(value)
+    body = json.dumps({"dst": "lisa", "text": "hi", field: value})  # JSON's "\udc9d"
+    response = client.post("/v1/send", body, content_type="application/json")
+    assert response.status_code == 400
+    assert drf.value.detail[0] == "Surrogate characters are not allowed: U+DC9D."
+    assert response.json() == {"error": f'invalid parameter "{field}": {drf.value.detail[0]}'}
+    assert Message.objects.count() == 0
+
+
 def test_too_many_parts_says_how_many(client, settings):
     settings.SMS_MAX_PARTS = 2
     response = client.post("/v1/send", {"dst": "lisa", "text": "x" * 500, "wait": "0"})
