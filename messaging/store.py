@@ -10,7 +10,7 @@ the API from its request threads. They return the notifications to publish
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +33,7 @@ from .outbound import split_for_smsc
 from .reassembly import Fragment, assemble
 from .splitting import SplitResult
 from .states import RECEIPT_STATE, State, derive_message_state, is_final
-from .store_sql import Sql, aware
+from .store_sql import MAX_IN_LIST, Sql, aware, chunks
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +240,39 @@ def _status_payload(
 # --- creating messages ---------------------------------------------------------
 
 
-def _allocate_reference(dst: str) -> int:
-    """Next concatenation reference for ``dst``, rising so that the parts of
-    consecutive long messages to one handset never share a reference."""
-    row, _ = ConcatReference.objects.select_for_update().get_or_create(dst=dst)
-    value = row.next_value
-    ConcatReference.objects.filter(pk=row.pk).update(next_value=(value + 1) % 65536)
-    return value
+REFERENCES = 65536  # concatenation references, 16 bits (an 8-bit UDH takes them modulo 256)
+
+
+def allocate_references(sql: Sql, dsts: Sequence[str]) -> list[int]:
+    """The next concatenation reference for each entry of ``dsts``, in order,
+    rising per handset so that the parts of consecutive long messages to one
+    handset never share a reference.
+
+    One upsert for the whole batch, which adds each handset's count to its
+    counter and returns the new value (a row per handset, created at 0 on
+    first use). It locks the counters it moves until commit, in the order of
+    the handsets, so concurrent batches neither share a reference nor deadlock.
+    Before, a long message cost three ORM queries of its own: 70 % of a batch's
+    CPU when its messages were long.
+    """
+    counts = Counter(dsts)
+    start: dict[str, int] = {}
+    table = ConcatReference._meta.db_table
+    for handsets in chunks(sorted(counts), MAX_IN_LIST // 2):
+        rows = ", ".join([f"({sql.mark}, {sql.mark})"] * len(handsets))
+        for handset, after in sql.execute(
+            f"INSERT INTO {table} (dst, next_value) VALUES {rows} "
+            f"ON CONFLICT (dst) DO UPDATE SET "
+            f"next_value = ({table}.next_value + excluded.next_value) %% {REFERENCES} "
+            "RETURNING dst, next_value",
+            [value for dst in handsets for value in (dst, counts[dst] % REFERENCES)],
+        ):
+            start[handset] = (after - counts[handset]) % REFERENCES
+    references = []
+    for dst in dsts:
+        references.append(start[dst])
+        start[dst] = (start[dst] + 1) % REFERENCES
+    return references
 
 
 def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
@@ -260,13 +286,17 @@ def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
         table = sql.table(Message)
         values = []
         splits = []
-        for new in new_messages:
+        # Long messages cut with a reference (not one message_payload): each gets a
+        # reference of its own for its handset, and is cut again with it.
+        cut_again = [
+            len(n.split.parts) > 1 and n.split.parts[0].use_payload is False for n in new_messages
+        ]
+        handsets = [n.dst for n, cut in zip(new_messages, cut_again, strict=True) if cut]
+        references = iter(allocate_references(sql, handsets))
+        for new, cut in zip(new_messages, cut_again, strict=True):
             split = new.split
-            if len(split.parts) > 1 and split.parts[0].use_payload is False:
-                # Long: cut again with a reference of its own for this handset.
-                split = split_for_smsc(
-                    new.text, new.requested_encoding, _allocate_reference(new.dst)
-                )
+            if cut:
+                split = split_for_smsc(new.text, new.requested_encoding, next(references))
             splits.append(split)
             values.append(
                 table.values(

@@ -45,6 +45,67 @@ def test_long_messages_to_one_handset_get_different_references():
     assert ref[first.pk] != ref[second.pk]
 
 
+def _reference(message: Message) -> int:
+    return bytes(message.parts.first().short_message)[3]  # 05 00 03 ref total seq
+
+
+def test_references_rise_per_handset_within_a_batch_and_across_batches():
+    long = "x" * 200
+    first = store.create_messages(
+        [
+            new_message(long, dst="5550001"),
+            new_message(long, dst="5550002"),
+            new_message("short", dst="5550001"),  # one part: no reference taken
+            new_message(long, dst="5550001"),
+        ]
+    )
+    second = store.create_messages([new_message(long, dst="5550001")])
+    assert [_reference(m) for m in (first[0], first[3], second[0])] == [0, 1, 2]
+    assert _reference(first[1]) == 0
+    assert first[2].parts_count == 1
+
+
+def test_references_wrap_around_at_65536():
+    from django.db import transaction
+
+    from messaging.models import ConcatReference
+    from messaging.store_sql import Sql
+
+    ConcatReference.objects.create(dst="5550003", next_value=65535)
+    with transaction.atomic(), Sql() as sql:
+        assert store.allocate_references(sql, ["5550003"] * 3) == [65535, 0, 1]
+    assert ConcatReference.objects.get(dst="5550003").next_value == 2
+
+
+def test_concurrent_batches_never_share_a_reference():
+    import threading
+
+    from django.db import connection, transaction
+
+    from messaging.store_sql import Sql
+
+    start = threading.Barrier(4)
+    taken: list[list[int]] = []
+
+    def allocate() -> None:
+        try:
+            start.wait(10)
+            for _ in range(5):
+                with transaction.atomic(), Sql() as sql:
+                    taken.append(store.allocate_references(sql, ["5550004", "5550005"] * 20))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=allocate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(taken) == 20
+    per_handset = sorted(r for refs in taken for r in refs[::2])
+    assert per_handset == list(range(400))  # 4 threads x 5 batches x 20, no repeats
+
+
 def test_claim_takes_each_part_once():
     store.create_messages([new_message() for _ in range(5)])
     first = store.claim_parts("w1", 3, 60)
