@@ -13,7 +13,7 @@ differ for long texts. Parts are cut so that no GSM escape pair, UTF-16 surrogat
 UTF-8 sequence is ever split, and nothing is ever truncated.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from messaging.encoding import data_coding_for, encode_text, resolve_encoding
 
@@ -234,3 +234,19 @@ def parse_udh(short_message: bytes) -> tuple[ConcatInfo | None, bytes]:
         if 1 <= seq <= total:
             concat = ConcatInfo(reference, total, seq)
     return concat, data[header_end:]
+
+
+def with_reference(split: SplitResult, reference: int) -> SplitResult:
+    """``split`` as ``split_message`` would have cut it with this concatenation reference:
+    only the reference octets of each UDH (or the SAR reference) change, so a text
+    checked once need not be encoded and cut again when its reference is known."""
+    parts = []
+    for part in split.parts:
+        if part.sar is not None:
+            part = replace(part, sar=(reference % 65536, part.total, part.index))
+        elif part.esm_class & ESM_CLASS_UDHI:
+            sixteen_bit = part.short_message[1] == 0x08  # the IEI: 16-bit reference
+            udh = concat_udh(reference, part.total, part.index, sixteen_bit=sixteen_bit)
+            part = replace(part, short_message=udh + part.short_message[len(udh) :])
+        parts.append(part)
+    return replace(split, parts=parts)

@@ -29,9 +29,8 @@ from .models import (
     Receipt,
     StateTransition,
 )
-from .outbound import split_for_smsc
 from .reassembly import Fragment, assemble
-from .splitting import SplitResult
+from .splitting import SplitResult, with_reference
 from .states import RECEIPT_STATE, State, derive_message_state, is_final
 from .store_sql import MAX_IN_LIST, Sql, aware, chunks
 
@@ -287,7 +286,7 @@ def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
         values = []
         splits = []
         # Long messages cut with a reference (not one message_payload): each gets a
-        # reference of its own for its handset, and is cut again with it.
+        # reference of its own for its handset, written into its parts.
         cut_again = [
             len(n.split.parts) > 1 and n.split.parts[0].use_payload is False for n in new_messages
         ]
@@ -296,7 +295,7 @@ def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
         for new, cut in zip(new_messages, cut_again, strict=True):
             split = new.split
             if cut:
-                split = split_for_smsc(new.text, new.requested_encoding, next(references))
+                split = with_reference(split, next(references))
             splits.append(split)
             values.append(
                 table.values(

@@ -14,6 +14,7 @@ from messaging.splitting import (
     concat_udh,
     parse_udh,
     split_message,
+    with_reference,
 )
 
 GSM_BASIC_CHARS = (
@@ -113,6 +114,24 @@ def test_parts_fit_and_join_back_into_the_text(strategy, encoding, concat, data)
         return
     check_parts(result, concat)
     assert joined_text(result) == text
+
+
+@pytest.mark.parametrize("concat", ["udh", "udh16", "sar", "payload"])
+@settings(max_examples=100)
+@given(
+    # Long enough to need parts, in GSM-7, or in UCS-2 when an emoji or 中 is drawn.
+    text=st.text(alphabet=st.sampled_from(GSM_BASIC_CHARS + "€中😀"), min_size=150, max_size=700),
+    reference=st.integers(0, 200_000),
+)
+def test_a_reference_written_in_later_gives_the_parts_split_with_it(concat, text, reference):
+    """The store checks a text once, then writes its handset's reference into the parts."""
+    try:
+        without = split_message(text, concat=concat)
+    except TooManyParts:
+        return
+    assert with_reference(without, reference) == split_message(
+        text, concat=concat, reference=reference
+    )
 
 
 @settings(max_examples=200)
