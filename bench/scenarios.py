@@ -59,11 +59,16 @@ def send_requests(stack: Stack, wait: bool, seconds: float, connections: int = 2
 # --- 3: batch ingest ------------------------------------------------------------------------
 
 
-def batch_bodies(prefix: str, count: int, size: int) -> list[tuple[list[str], bytes]]:
-    """JSON bodies of ``size`` messages each, with one unique text per message."""
+def batch_bodies(
+    prefix: str, count: int, size: int, text_length: int = 0
+) -> list[tuple[list[str], bytes]]:
+    """JSON bodies of ``size`` messages each, with one unique text per message,
+    padded to ``text_length`` characters if that is longer."""
     bodies = []
     for start in range(0, count, size):
         texts = [f"{prefix}-{n}" for n in range(start, min(count, start + size))]
+        if text_length:
+            texts = [f"{text} ".ljust(text_length, "x") for text in texts]
         items = [{"src": "bench", "dst": f"55119{n:08d}", "text": t} for n, t in enumerate(texts)]
         bodies.append((texts, json.dumps(items).encode()))
     return bodies
@@ -102,17 +107,27 @@ async def post_batches(
     return posted, elapsed
 
 
-def batch_ingest(stack: Stack, messages: int, clients: int = 4, size: int = 1000) -> dict:
+def batch_ingest(
+    stack: Stack, messages: int, clients: int = 4, size: int = 1000, text_length: int = 0
+) -> dict:
+    """``messages`` posted in batches of ``size``; long texts (``text_length``)
+    also count the parts they were cut into."""
     stack.start(FAST_SMSC)
     try:
-        asyncio.run(post_batches(stack.http_port, batch_bodies("warm", 2 * size, size), clients))
-        bodies = batch_bodies("ingest", messages, size)
+        warm_up = batch_bodies("warm", 2 * size, size, text_length)
+        asyncio.run(post_batches(stack.http_port, warm_up, clients))
+        bodies = batch_bodies("ingest", messages, size, text_length)
         meter = CpuMeter(stack).start()
         posted, elapsed = asyncio.run(post_batches(stack.http_port, bodies, clients))
         cpu = meter.stop()
+        parts = stack.scalar("SELECT count(*) FROM messaging_messagepart")
+        stored = stack.scalar("SELECT count(*) FROM messaging_message")
     finally:
         stack.stop_service()
-    return {"msg_per_s": round(len(posted) / elapsed, 1), "messages": len(posted), "cpu_cores": cpu}
+    figures = {"msg_per_s": round(len(posted) / elapsed, 1), "messages": len(posted)}
+    if text_length:
+        figures["parts_per_s"] = round(figures["msg_per_s"] * parts / stored, 1)
+    return {**figures, "cpu_cores": cpu}
 
 
 # --- 4: end to end ---------------------------------------------------------------------------
