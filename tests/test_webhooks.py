@@ -36,7 +36,7 @@ from messaging.models import (
     WebhookDelivery,
 )
 from messaging.store_sql import Sql
-from messaging.webhooks import SenderConfig, WebhookSender, plan_deliveries
+from messaging.webhooks import Planner, SenderConfig, WebhookSender, plan_deliveries
 
 from .conftest import ROOT, free_port, wait_until
 from .live import add_events, database_url, make_message
@@ -307,6 +307,21 @@ def test_planning_gives_each_event_its_receivers_and_reads_past_the_rest(setting
         (incoming, "http://global.example/mo", None),
     ]
     assert only_not_final == []
+
+
+def test_a_missing_cursor_is_made_again_at_the_newest_event():
+    """The migration makes the cursor; if it is gone, planning starts with new events
+    (what came before is not replayed), as a live stream that starts now does."""
+    message = make_message()
+    Message.objects.filter(pk=message.pk).update(callback_url="http://own.example")
+    WebhookCursor.objects.all().delete()
+    (old,) = add_events(1, "receipt", message=message, ring=False)
+    planner = Planner()
+    assert planner.plan() == 0
+    assert WebhookCursor.objects.get().last_event_id == old
+    (new,) = add_events(1, "receipt", message=message, ring=False)
+    assert planner.plan() > 0
+    assert list(WebhookDelivery.objects.values_list("event_id", flat=True)) == [new]
 
 
 def test_two_senders_share_the_work_and_post_each_event_once(receiver):
