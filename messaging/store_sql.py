@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -362,11 +361,10 @@ class ModelRows:
 @functools.lru_cache(maxsize=128)
 def _qmarks(sql: str) -> str:
     """A statement written for Django's cursors ("%s", "%%") as sqlite3 takes it
-    ("?", "%"), the way Django's SQLite cursor converts it; once per statement."""
-    return _FORMAT_MARK.sub("?", sql).replace("%%", "%")
+    ("?", "%"), with the expression Django's SQLite cursor uses; once per statement."""
+    from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
-
-_FORMAT_MARK = re.compile(r"(?<!%)%s")
+    return FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
 
 
 def _naive_text(value: datetime | None) -> str | None:
