@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging import store
-from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
+from messaging.models import (
+    ConcatReference,
+    Event,
+    Message,
+    MessagePart,
+    Receipt,
+    StateTransition,
+)
 from messaging.states import State
 from messaging.store import SubmitOutcome
+from messaging.store_sql import Sql
 
 from .factories import new_message, receipt
 
@@ -66,10 +77,6 @@ def test_references_rise_per_handset_within_a_batch_and_across_batches():
 
 
 def test_references_wrap_around_at_65536():
-    from django.db import transaction
-
-    from messaging.models import ConcatReference
-    from messaging.store_sql import Sql
 
     ConcatReference.objects.create(dst="5550003", next_value=65535)
     with transaction.atomic(), Sql() as sql:
@@ -78,11 +85,6 @@ def test_references_wrap_around_at_65536():
 
 
 def test_concurrent_batches_never_share_a_reference():
-    import threading
-
-    from django.db import connection, transaction
-
-    from messaging.store_sql import Sql
 
     start = threading.Barrier(4)
     taken: list[list[int]] = []
@@ -104,6 +106,56 @@ def test_concurrent_batches_never_share_a_reference():
     assert len(taken) == 20
     per_handset = sorted(r for refs in taken for r in refs[::2])
     assert per_handset == list(range(400))  # 4 threads x 5 batches x 20, no repeats
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_batch_in_progress_leaves_its_handsets_references_free():
+    """Batches to the same handsets do not wait for each other's commit to take
+    references: here one is held at its parts (their table locked by another
+    transaction) while a second takes a reference for the same handset."""
+
+    table = MessagePart._meta.db_table
+    held: list[int] = []
+
+    def send_held_batch() -> None:
+        try:
+            (message,) = store.create_messages([new_message("x" * 200, dst="5550006")])
+            held.append(_reference(message))
+        finally:
+            connection.close()
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")  # stops inserts of parts
+        batch = threading.Thread(target=send_held_batch)
+        batch.start()
+        waiting = (
+            f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{table}'::regclass"
+        )
+        for _ in range(100):
+            cursor.execute(waiting)
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the batch never reached its parts")
+        taken: list = []
+
+        def take() -> None:
+            try:
+                with connection.cursor() as own:
+                    own.execute("SET lock_timeout = '2s'")
+                taken.extend(store.take_references(["5550006"]))
+            except Exception as exc:  # noqa: BLE001 - reported below, in the test's thread
+                taken.append(exc)
+            finally:
+                connection.close()
+
+        second = threading.Thread(target=take)
+        second.start()
+        second.join(10)
+    batch.join(10)
+    assert taken == [1]  # no lock timeout: the held batch took 0 and committed it at once
+    assert held == [0]
 
 
 def test_claim_takes_each_part_once():
