@@ -77,7 +77,6 @@ def test_references_rise_per_handset_within_a_batch_and_across_batches():
 
 
 def test_references_wrap_around_at_65536():
-
     ConcatReference.objects.create(dst="5550003", next_value=65535)
     with transaction.atomic(), Sql() as sql:
         assert store.allocate_references(sql, ["5550003"] * 3) == [65535, 0, 1]
@@ -85,7 +84,6 @@ def test_references_wrap_around_at_65536():
 
 
 def test_concurrent_batches_never_share_a_reference():
-
     start = threading.Barrier(4)
     taken: list[list[int]] = []
 
@@ -113,7 +111,6 @@ def test_a_batch_in_progress_leaves_its_handsets_references_free():
     """Batches to the same handsets do not wait for each other's commit to take
     references: here one is held at its parts (their table locked by another
     transaction) while a second takes a reference for the same handset."""
-
     table = MessagePart._meta.db_table
     held: list[int] = []
 
