@@ -10,7 +10,9 @@ SQLite's own lock and its busy timeout.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
@@ -53,20 +55,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if queue is not None:
             queue.release()
 
-    def _commit(self) -> None:
+    @contextlib.contextmanager
+    def _ending_turn(self) -> Iterator[None]:
+        """Pass the turn on once the block is done, whether it failed or not."""
         try:
-            return super()._commit()
+            yield
         finally:
             self._end_turn()
+
+    # Django's three ways out of a transaction.
+    def _commit(self) -> None:
+        with self._ending_turn():
+            return super()._commit()
 
     def _rollback(self) -> None:
-        try:
+        with self._ending_turn():
             return super()._rollback()
-        finally:
-            self._end_turn()
 
     def _close(self) -> None:
-        try:
+        with self._ending_turn():
             return super()._close()
-        finally:
-            self._end_turn()
