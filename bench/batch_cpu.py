@@ -10,8 +10,8 @@ new checkout one after the other, a few times, and compare the medians.
     .venv/bin/python bench/batch_cpu.py --text-length 200   # two GSM-7 parts each
     .venv/bin/python bench/batch_cpu.py --postgres          # 127.0.0.1:5432, as make test
 
-Each round posts ``--size`` messages to ``--size`` handsets (the same ones
-every round, as bench/run.py's batches); the first rounds warm up. With
+Each round's items are bench/run.py's (``scenarios.batch_items``: ``--size``
+messages to the same ``--size`` handsets every round); the first rounds warm up. With
 ``--postgres`` the figure is this process's CPU only: PostgreSQL's own work is
 in the wall time, not in the CPU.
 """
@@ -30,17 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER_URL = "postgres://postgres@127.0.0.1:5432"
 PG_DB = "smsapi_bench_cpu"
 WARM_UP = 5
-
-
-def batch(round_: int, size: int, text_length: int) -> list[dict]:
-    """One batch's items: unique texts, padded to ``text_length`` characters."""
-    items = []
-    for n in range(size):
-        text = f"cpu-{round_}-{n}"
-        if text_length:
-            text = f"{text} ".ljust(text_length, "x")
-        items.append({"src": "bench", "dst": f"55119{n:08d}", "text": text})
-    return items
 
 
 def use_database(postgres: bool, tmp: str) -> None:
@@ -84,6 +73,7 @@ def main() -> None:
         django.setup()
         from django.core.management import call_command
 
+        from bench.scenarios import batch_items
         from messaging.sending import send_batch
         from smsapi.gc_tuning import tune_garbage_collector
 
@@ -92,7 +82,7 @@ def main() -> None:
         cpu, wall = [], []
         try:
             for round_ in range(args.rounds):
-                items = batch(round_, args.size, args.text_length)
+                items = batch_items(f"cpu-{round_}", 0, args.size, args.text_length)
                 started_cpu, started = time.process_time(), time.perf_counter()
                 answer = send_batch(items)
                 cpu.append(time.process_time() - started_cpu)

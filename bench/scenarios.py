@@ -59,18 +59,24 @@ def send_requests(stack: Stack, wait: bool, seconds: float, connections: int = 2
 # --- 3: batch ingest ------------------------------------------------------------------------
 
 
+def batch_items(prefix: str, start: int, stop: int, text_length: int = 0) -> list[dict]:
+    """Send objects ``prefix-start`` ... ``prefix-(stop - 1)``, one unique text each,
+    padded to ``text_length`` characters if that is longer. Handsets are numbered
+    by place in the batch: every batch goes to the same ones."""
+    texts = [f"{prefix}-{n}" for n in range(start, stop)]
+    if text_length:
+        texts = [f"{text} ".ljust(text_length, "x") for text in texts]
+    return [{"src": "bench", "dst": f"55119{n:08d}", "text": t} for n, t in enumerate(texts)]
+
+
 def batch_bodies(
     prefix: str, count: int, size: int, text_length: int = 0
 ) -> list[tuple[list[str], bytes]]:
-    """JSON bodies of ``size`` messages each, with one unique text per message,
-    padded to ``text_length`` characters if that is longer."""
+    """JSON bodies of ``size`` messages each (``batch_items``), with their texts."""
     bodies = []
     for start in range(0, count, size):
-        texts = [f"{prefix}-{n}" for n in range(start, min(count, start + size))]
-        if text_length:
-            texts = [f"{text} ".ljust(text_length, "x") for text in texts]
-        items = [{"src": "bench", "dst": f"55119{n:08d}", "text": t} for n, t in enumerate(texts)]
-        bodies.append((texts, json.dumps(items).encode()))
+        items = batch_items(prefix, start, min(count, start + size), text_length)
+        bodies.append(([item["text"] for item in items], json.dumps(items).encode()))
     return bodies
 
 
