@@ -199,6 +199,7 @@ class Stack:
 
     name: str
     http_workers: int = 2  # daphne processes (postgres set-up only)
+    application: str = "smsapi.asgi:application"  # what daphne serves (postgres set-up)
     env: dict[str, str] = field(default_factory=dict)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smsapi-bench-")))
     http_port: int = 0
@@ -255,7 +256,7 @@ class Stack:
             fd = self._listener.fileno()
             for index in range(self.http_workers):
                 args = [str(Path(PYTHON).parent / "daphne"), "--fd", str(fd), "-v", "0"]
-                args += ["smsapi.asgi:application"]
+                args += [self.application]
                 self.servers.append(self._spawn(args, env, f"daphne-{index}", pass_fds=(fd,)))
         else:
             self.http_port = self.http_port or free_port()
