@@ -54,8 +54,6 @@ class AsyncAPIView(APIView):
         except Exception as exc:
             response = self.handle_exception(exc)
         response = self.finalize_response(request, response, *args, **kwargs)
-        response.render()
-        self.response = HttpResponse(
-            response.rendered_content, status=response.status_code, headers=response.headers
-        )
+        content = response.rendered_content  # renders (once) and sets the Content-Type
+        self.response = HttpResponse(content, status=response.status_code, headers=response.headers)
         return self.response

@@ -20,7 +20,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from messaging.ws_auth import ApiKeyMiddleware  # noqa: E402
-from smsapi.daphne_requests import skip_twisted_form_parsing  # noqa: E402
+from smsapi.daphne_requests import (  # noqa: E402
+    skip_twisted_access_log,
+    skip_twisted_form_parsing,
+)
 from smsapi.gc_tuning import tune_garbage_collector  # noqa: E402
 from smsapi.handlers import ApiASGIHandler, PathDispatcher, api_paths  # noqa: E402
 
@@ -33,4 +36,5 @@ application = ProtocolTypeRouter(
     }
 )
 skip_twisted_form_parsing()
+skip_twisted_access_log()
 tune_garbage_collector()

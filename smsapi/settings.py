@@ -262,6 +262,7 @@ CORS_EXPOSE_HEADERS = ["Retry-After", "WWW-Authenticate"]
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "messaging.content_negotiation.UsualAcceptNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
