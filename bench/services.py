@@ -6,8 +6,9 @@ Two set-ups:
   runs HTTP and the SMPP worker in one process (the in-process layer does not
   cross processes); the SMSC simulator is a process of its own.
 - ``postgres``: PostgreSQL and Redis. ``daphne smsapi.asgi:application``
-  processes sharing one listening socket (the kernel spreads the connections,
-  as behind a load balancer), ``manage.py smpp_worker`` and the simulator.
+  processes, each on a listening socket of its own on one port (the kernel
+  spreads the connections, as a load balancer would), ``manage.py
+  smpp_worker`` and the simulator.
 
 Everything listens on 127.0.0.1 only. A bench database is created and dropped
 (PostgreSQL) or lives in a temporary directory (SQLite).
@@ -206,7 +207,7 @@ class Stack:
     simulator: Simulator | None = None
     servers: list[subprocess.Popen] = field(default_factory=list)
     worker: subprocess.Popen | None = None
-    _listener: socket.socket | None = None
+    _listeners: list[socket.socket] = field(default_factory=list)
 
     @property
     def postgres(self) -> bool:
@@ -249,12 +250,9 @@ class Stack:
         env = {**self.env, "SMPP_ADDR": f"127.0.0.1:{self.simulator.port}", **worker_env}
         if self.postgres:
             self.worker = self._spawn([PYTHON, "manage.py", "smpp_worker"], env, "worker")
-            if self._listener is None:
-                self._listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
-                self._listener.set_inheritable(True)
-                self.http_port = self._listener.getsockname()[1]
-            fd = self._listener.fileno()
-            for index in range(self.http_workers):
+            listeners = self._listen()
+            for index, listener in enumerate(listeners):
+                fd = listener.fileno()
                 args = [str(Path(PYTHON).parent / "daphne"), "--fd", str(fd), "-v", "0"]
                 args += [self.application]
                 self.servers.append(self._spawn(args, env, f"daphne-{index}", pass_fds=(fd,)))
@@ -265,6 +263,24 @@ class Stack:
             self.servers.append(self._spawn(args, env, "serve"))
         self._wait_ready()
         return self
+
+    def _listen(self) -> list[socket.socket]:
+        """A listening socket per daphne process, all on one port (``SO_REUSEPORT``).
+
+        The kernel spreads new connections across the sockets, as a load balancer
+        would. With one socket shared by every process, whichever process woke
+        first took every connection waiting (Twisted accepts up to 100 at a time):
+        wrk's 20 connections, opened at once, sometimes all went to one process,
+        and the figure was one process's.
+        """
+        while len(self._listeners) < self.http_workers:
+            listener = socket.create_server(
+                ("127.0.0.1", self.http_port), backlog=2048, reuse_port=True
+            )
+            listener.set_inheritable(True)
+            self.http_port = listener.getsockname()[1]
+            self._listeners.append(listener)
+        return self._listeners
 
     def _spawn(self, args: list[str], env: dict, name: str, pass_fds=()) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "a")  # noqa: SIM115 - lives as long as the process
@@ -311,8 +327,8 @@ class Stack:
 
     def close(self) -> None:
         self.stop_service()
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self._listeners:
+            listener.close()
         if self.postgres:
             with contextlib.suppress(Exception):
                 _drop_pg_database()
