@@ -104,15 +104,11 @@ def main() -> None:
     print("| row | req/s | p99 ms | server cores | server ms/req | all cores |")
     print("|---|---|---|---|---|---|")
     for name in ROWS:
-        runs = [figures[name] for figures in rounds]
-
-        def median(key: str, runs: list[dict] = runs) -> float:
-            return statistics.median(run[key] for run in runs)
-
+        row = {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]}
         print(
-            f"| {name} | {median('req_per_s'):,.0f} | {median('p99_ms'):.1f} "
-            f"| {median('server_cores'):.2f} | {median('server_ms_per_req'):.2f} "
-            f"| {median('all_cores'):.2f} |"
+            f"| {name} | {row['req_per_s']:,.0f} | {row['p99_ms']:.1f} "
+            f"| {row['server_cores']:.2f} | {row['server_ms_per_req']:.2f} "
+            f"| {row['all_cores']:.2f} |"
         )
 
 
