@@ -72,7 +72,7 @@ def one_round(stack: Stack, seconds: float) -> dict[str, dict]:
     figures = {}
     for application in (SERVICE, BARE):
         stack.application = application
-        stack.start(FAST_SMSC)
+        stack.start(FAST_SMSC, spread="hash")  # wrk connects all at once
         try:
             for name, (served, path, body) in ROWS.items():
                 if served == application:

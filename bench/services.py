@@ -6,9 +6,9 @@ Two set-ups:
   runs HTTP and the SMPP worker in one process (the in-process layer does not
   cross processes); the SMSC simulator is a process of its own.
 - ``postgres``: PostgreSQL and Redis. ``daphne smsapi.asgi:application``
-  processes, each on a listening socket of its own on one port (the kernel
-  spreads the connections, as a load balancer would), ``manage.py
-  smpp_worker`` and the simulator.
+  processes on one port (the kernel spreads the connections between them, as a
+  load balancer would: see ``Stack.start``), ``manage.py smpp_worker`` and the
+  simulator.
 
 Everything listens on 127.0.0.1 only. A bench database is created and dropped
 (PostgreSQL) or lives in a temporary directory (SQLite).
@@ -244,15 +244,30 @@ class Stack:
         )
         return self
 
-    def start(self, simulator_options: dict | None = None, **worker_env: str) -> Stack:
-        """Start the simulator, the worker and the HTTP server(s); wait until ready."""
+    def start(
+        self, simulator_options: dict | None = None, spread: str = "accept", **worker_env: str
+    ) -> Stack:
+        """Start the simulator, the worker and the HTTP server(s); wait until ready.
+
+        ``spread`` is how new connections reach the daphne processes (the
+        PostgreSQL set-up), as a load balancer in front of them would spread them:
+
+        - ``"accept"``: one listening socket shared by the processes; the process
+          that accepts first, the less busy one, takes each new connection. For
+          clients that connect one at a time (a connection per batch).
+        - ``"hash"``: a socket per process on one port (``SO_REUSEPORT``); the
+          kernel hashes each connection to one of them. For wrk, which opens its
+          20 keep-alive connections at once: from one shared socket, the process
+          that woke first at times accepted them all (Twisted accepts up to 100
+          at a time), and the figure was one process's.
+        """
         self.simulator = Simulator(self.env, self.tmp).start(**(simulator_options or {}))
         env = {**self.env, "SMPP_ADDR": f"127.0.0.1:{self.simulator.port}", **worker_env}
         if self.postgres:
             self.worker = self._spawn([PYTHON, "manage.py", "smpp_worker"], env, "worker")
-            listeners = self._listen()
-            for index, listener in enumerate(listeners):
-                fd = listener.fileno()
+            self._listen(spread)
+            for index in range(self.http_workers):
+                fd = self._listeners[index % len(self._listeners)].fileno()
                 args = [str(Path(PYTHON).parent / "daphne"), "--fd", str(fd), "-v", "0"]
                 args += [self.application]
                 self.servers.append(self._spawn(args, env, f"daphne-{index}", pass_fds=(fd,)))
@@ -264,23 +279,20 @@ class Stack:
         self._wait_ready()
         return self
 
-    def _listen(self) -> list[socket.socket]:
-        """A listening socket per daphne process, all on one port (``SO_REUSEPORT``).
-
-        The kernel spreads new connections across the sockets, as a load balancer
-        would. With one socket shared by every process, whichever process woke
-        first took every connection waiting (Twisted accepts up to 100 at a time):
-        wrk's 20 connections, opened at once, sometimes all went to one process,
-        and the figure was one process's.
-        """
-        while len(self._listeners) < self.http_workers:
+    def _listen(self, spread: str) -> None:
+        """The daphne processes' listening socket(s), on one new port (see ``start``)."""
+        if spread not in ("accept", "hash"):
+            raise ValueError(f"spread: 'accept' or 'hash', not {spread!r}")
+        count = self.http_workers if spread == "hash" else 1
+        port = 0
+        for _ in range(count):
             listener = socket.create_server(
-                ("127.0.0.1", self.http_port), backlog=2048, reuse_port=True
+                ("127.0.0.1", port), backlog=2048, reuse_port=spread == "hash"
             )
             listener.set_inheritable(True)
-            self.http_port = listener.getsockname()[1]
+            port = listener.getsockname()[1]
             self._listeners.append(listener)
-        return self._listeners
+        self.http_port = port
 
     def _spawn(self, args: list[str], env: dict, name: str, pass_fds=()) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "a")  # noqa: SIM115 - lives as long as the process
@@ -321,14 +333,15 @@ class Stack:
             _stop(process)
         self.servers.clear()
         self.worker = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
 
     def close(self) -> None:
         self.stop_service()
-        for listener in self._listeners:
-            listener.close()
         if self.postgres:
             with contextlib.suppress(Exception):
                 _drop_pg_database()
