@@ -70,6 +70,10 @@ def run_wrk(
     line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH "))
     figures = json.loads(line[len("BENCH ") :])
     figures["req_per_s"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    figures["errors"] = sum(
+        figures[k]
+        for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+    )
     return figures
 
 
