@@ -27,31 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_SERVER_URL = "postgres://postgres@127.0.0.1:5432"
 PG_DB = "smsapi_bench_cpu"
 WARM_UP = 5
-
-
-def use_database(postgres: bool, tmp: str) -> None:
-    """Point Django at a fresh store: a temporary SQLite file, or a new PostgreSQL database."""
-    if not postgres:
-        os.environ["DATABASE_URL"] = f"sqlite:///{tmp}/batch_cpu.sqlite3"
-        return
-    import psycopg
-
-    with psycopg.connect(f"{PG_SERVER_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {PG_DB}")
-    os.environ["DATABASE_URL"] = f"{PG_SERVER_URL}/{PG_DB}"
-
-
-def drop_database() -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    with psycopg.connect(f"{PG_SERVER_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
 
 
 def main() -> None:
@@ -65,9 +42,13 @@ def main() -> None:
         sys.exit(f"--rounds must be more than the {WARM_UP} warm-up rounds")
 
     sys.path.insert(0, str(ROOT))
+    from bench.services import drop_pg_database, recreate_pg_database
+
     os.environ["DJANGO_SETTINGS_MODULE"] = "smsapi.settings"
     with tempfile.TemporaryDirectory() as tmp:
-        use_database(args.postgres, tmp)
+        os.environ["DATABASE_URL"] = (
+            recreate_pg_database(PG_DB) if args.postgres else f"sqlite:///{tmp}/batch_cpu.sqlite3"
+        )
         import django
 
         django.setup()
@@ -91,7 +72,10 @@ def main() -> None:
                     sys.exit(f"batch {round_} not accepted: {answer.status} {answer.body}")
         finally:
             if args.postgres:
-                drop_database()
+                from django.db import connections
+
+                connections.close_all()
+                drop_pg_database(PG_DB)
     cpu, wall = cpu[WARM_UP:], wall[WARM_UP:]
     print(
         f"{'postgres' if args.postgres else 'sqlite'}, {args.size} messages a batch"

@@ -230,9 +230,8 @@ class Stack:
             "SECRET_KEY": "bench-only",
         }
         if self.postgres:
-            _recreate_pg_database()
+            self.env["DATABASE_URL"] = recreate_pg_database()
             _flush_redis()
-            self.env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
             self.env["REDIS_URL"] = REDIS_BENCH_URL
         else:
             self.env["DATABASE_URL"] = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
@@ -344,7 +343,7 @@ class Stack:
         self.stop_service()
         if self.postgres:
             with contextlib.suppress(Exception):
-                _drop_pg_database()
+                drop_pg_database()
             with contextlib.suppress(Exception):
                 _flush_redis()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -410,19 +409,21 @@ def _stop(process: subprocess.Popen | None, timeout: float = 30) -> None:
         process.wait()
 
 
-def _recreate_pg_database() -> None:
+def recreate_pg_database(name: str = PG_BENCH_DB) -> str:
+    """Drop and create the PostgreSQL database ``name``; returns its URL."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {PG_BENCH_DB}")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
-def _drop_pg_database() -> None:
+def drop_pg_database(name: str = PG_BENCH_DB) -> None:
     import psycopg
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _flush_redis() -> None:
