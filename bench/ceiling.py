@@ -30,28 +30,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import run_wrk, wrk_available  # noqa: E402
-from bench.scenarios import FAST_SMSC, SEND_BODY  # noqa: E402
-from bench.services import CpuMeter, Stack  # noqa: E402
+from bench.load import wrk_available  # noqa: E402
+from bench.scenarios import FAST_SMSC, SEND_BODY, measure_wrk  # noqa: E402
+from bench.services import SERVICE_APPLICATION, Stack  # noqa: E402
 
-SERVICE = "smsapi.asgi:application"
 BARE = "bench.bare_asgi:bare_application"
 # name: (what daphne serves, path, form body)
 ROWS = {
-    "send": (SERVICE, "/v1/send", SEND_BODY + "&wait=0"),
-    "dry_run": (SERVICE, "/v1/send", SEND_BODY + "&dry_run=1"),
-    "django": (SERVICE, "/v1/ceiling", SEND_BODY),
+    "send": (SERVICE_APPLICATION, "/v1/send", SEND_BODY + "&wait=0"),
+    "dry_run": (SERVICE_APPLICATION, "/v1/send", SEND_BODY + "&dry_run=1"),
+    "django": (SERVICE_APPLICATION, "/v1/ceiling", SEND_BODY),
     "bare": (BARE, "/", SEND_BODY),
 }
 CONNECTIONS = 20
 
 
 def measure(stack: Stack, path: str, body: str, seconds: float) -> dict:
-    url = stack.base_url + path
-    run_wrk(url, body, CONNECTIONS, seconds=2)  # warm up
-    meter = CpuMeter(stack).start()
-    figures = run_wrk(url, body, CONNECTIONS, seconds=seconds)
-    cores = meter.stop()
+    figures, cores = measure_wrk(stack, path, body, CONNECTIONS, seconds)
     if figures["errors"]:
         raise RuntimeError(f"{path}: {figures['errors']} errors of {figures['requests']} requests")
     rate = figures["req_per_s"]
@@ -66,7 +61,7 @@ def measure(stack: Stack, path: str, body: str, seconds: float) -> dict:
 
 def one_round(stack: Stack, seconds: float) -> dict[str, dict]:
     figures = {}
-    for application in (SERVICE, BARE):
+    for application in (SERVICE_APPLICATION, BARE):
         stack.application = application
         stack.start(FAST_SMSC, spread="hash")  # wrk connects all at once
         try:

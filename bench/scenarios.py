@@ -31,16 +31,24 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
 # --- 1 and 2: /v1/send at 20 concurrent clients ---------------------------------------
 
 
+def measure_wrk(
+    stack: Stack, path: str, body: str, connections: int, seconds: float
+) -> tuple[dict, dict[str, float]]:
+    """wrk's figures for ``path`` on a started stack, after a 2 s warm-up, and the
+    cores each part of the set-up used meanwhile."""
+    url = stack.base_url + path
+    run_wrk(url, body, connections, seconds=2)  # warm up: imports, connections, caches
+    meter = CpuMeter(stack).start()
+    figures = run_wrk(url, body, connections, seconds=seconds)
+    return figures, meter.stop()
+
+
 def send_requests(stack: Stack, wait: bool, seconds: float, connections: int = 20) -> dict:
     """POST /v1/send from ``connections`` clients; with ``wait`` the default wait for the SMSC."""
     stack.start(FAST_SMSC, spread="hash")  # wrk connects all at once
     try:
         body = SEND_BODY if wait else SEND_BODY + "&wait=0"
-        url = stack.base_url + "/v1/send"
-        run_wrk(url, body, connections, seconds=2)  # warm up: imports, connections, caches
-        meter = CpuMeter(stack).start()
-        figures = run_wrk(url, body, connections, seconds=seconds)
-        cpu = meter.stop()
+        figures, cpu = measure_wrk(stack, "/v1/send", body, connections, seconds)
     finally:
         stack.stop_service()
     return {

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 PG_BENCH_DB = "smsapi_bench"
+SERVICE_APPLICATION = "smsapi.asgi:application"  # what daphne serves
 REDIS_BENCH_URL = "redis://127.0.0.1:6379/5"  # not 0 (default) nor 3 (the tests)
 
 
@@ -200,7 +201,7 @@ class Stack:
 
     name: str
     http_workers: int = 2  # daphne processes (postgres set-up only)
-    application: str = "smsapi.asgi:application"  # what daphne serves (postgres set-up)
+    application: str = SERVICE_APPLICATION  # what daphne serves (postgres set-up)
     env: dict[str, str] = field(default_factory=dict)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smsapi-bench-")))
     http_port: int = 0
