@@ -1,6 +1,7 @@
-# One image for the three processes of a distributed deployment:
+# One image for the processes of a distributed deployment:
 #   server     daphne smsapi.asgi:application            (the default command)
 #   worker     python manage.py smpp_worker
+#   webhooks   python manage.py webhook_sender
 #   simulator  python manage.py smsc_simulator --host 0.0.0.0 --port 2775
 # See docs/operations.md and docker-compose.yml.
 FROM python:3.11-slim
@@ -23,8 +24,11 @@ COPY . .
 # Static files (admin, API docs, dashboard) collected at build time, outside the
 # data directory so a volume mounted there does not hide them. The key only lets
 # settings load: collectstatic signs nothing.
+# A container must listen on every interface to be reachable through its port
+# mapping: HTTP_HOST=0.0.0.0 (for `manage.py serve`; daphne's -b below says the same).
 ENV STATIC_ROOT=/app/staticfiles \
     SMSAPI_DATA_DIR=/app/data \
+    HTTP_HOST=0.0.0.0 \
     HTTP_PORT=8080
 RUN SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectstatic --noinput -v 0
 
@@ -40,4 +44,6 @@ EXPOSE 8080 2775
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HTTP_PORT', '8080'), timeout=4)"]
 
+# The worker and the webhook sender exit non-zero (70) when a task of theirs dies:
+# run them under a restart policy (compose: restart: unless-stopped).
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8080", "smsapi.asgi:application"]

@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 HTTP_PORT ?= 8080
+# Loopback only: the demo has no API keys. HTTP_HOST=0.0.0.0 exposes it (then set
+# SMSAPI_AUTH=required and SECRET_KEY; `manage.py serve` warns otherwise).
+HTTP_HOST ?= 127.0.0.1
 SIMULATOR_PORT ?= 2775
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/3
@@ -31,9 +34,9 @@ migrate: install
 # layer and, unless SMPP_ADDR names a real SMSC, the bundled simulator.
 run: migrate
 ifeq ($(strip $(SMPP_ADDR)),)
-	$(PY) manage.py serve --port $(HTTP_PORT) --simulator $(SIMULATOR_PORT)
+	$(PY) manage.py serve --host $(HTTP_HOST) --port $(HTTP_PORT) --simulator $(SIMULATOR_PORT)
 else
-	$(PY) manage.py serve --port $(HTTP_PORT)
+	$(PY) manage.py serve --host $(HTTP_HOST) --port $(HTTP_PORT)
 endif
 
 simulator: install

@@ -25,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 
 from smpp_gateway.command_status import status_name
 
+from .login_throttle import ThrottledAdminAuthenticationForm
 from .models import (
     Event,
     IncomingFragment,
@@ -477,3 +478,6 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 from . import admin_keys, admin_webhooks  # noqa: F401,E402
+
+# Failed logins are counted per client address and username (messaging.login_throttle).
+admin.site.login_form = ThrottledAdminAuthenticationForm

@@ -7,27 +7,50 @@ a key's messages keep pointing at it, and revoking is what stops it working.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
-from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from . import api_keys
 from .models import ApiKey
+from .webhook_targets import MAX_URL_LENGTH, InvalidCallbackURL, clean_callback_url
 
 EDITABLE = ["name", "rate_limit", "default_callback_url", "receive_incoming"]
 SHOWN = ["prefix", "created_at", "revoked_at", "webhook_secret"]
 
 
+class ApiKeyForm(forms.ModelForm):
+    """The key's fields, with its default callback URL held to the one rule for
+    callback URLs (``clean_callback_url``), as ``/v1/send`` holds a message's."""
+
+    default_callback_url = forms.URLField(
+        max_length=MAX_URL_LENGTH,
+        required=False,
+        assume_scheme="https",
+        help_text="Receipts of this key's messages are POSTed here (http or https, a public host).",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = EDITABLE
+
+    def clean_default_callback_url(self) -> str:
+        try:
+            return clean_callback_url(self.cleaned_data.get("default_callback_url") or "")
+        except InvalidCallbackURL as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
     list_display = ["prefix", "name", "created_at", "revoked_at", "rate_limit", "receive_incoming"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "receive_incoming"]
     search_fields = ["prefix", "name"]
     ordering = ["-created_at"]
     actions = ["revoke"]
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         return EDITABLE if obj is None else [*SHOWN[:1], *EDITABLE, *SHOWN[1:]]

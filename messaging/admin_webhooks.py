@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from .admin import EstimatedCountPaginator, ReadOnlyAdminMixin, ReadOnlyInline
 from .models import WebhookAttempt, WebhookDelivery
+from .url_secrets import loggable_url
 
 WEBHOOK_COLORS = {
     WebhookDelivery.State.PENDING: "#0d6efd",
@@ -35,7 +36,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "event_link",
         "event_type",
         "message_link",
-        "url",
+        "shown_url",
         "attempts",
         "last_status",
         "last_error",
@@ -51,7 +52,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ["-id"]
     fields = [
         "state",
-        "url",
+        "shown_url",
         "event_link",
         "event_type",
         "message_link",
@@ -74,6 +75,12 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             WEBHOOK_COLORS.get(delivery.state, "#6c757d"),
             delivery.state,
         )
+
+    @admin.display(description="URL", ordering="url")
+    def shown_url(self, delivery: WebhookDelivery) -> str:
+        # Stored URLs have no API key since they are redacted on the way in; older
+        # rows may, and a receiver's password is never shown.
+        return loggable_url(delivery.url)
 
     @admin.display(description="event", ordering="event_id")
     def event_link(self, delivery: WebhookDelivery) -> str:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from rest_framework.exceptions import ParseError
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from .parsers import PayloadTooLarge
+
+# What a client is told while the database is down, locked or too slow (a 503).
+STORE_UNAVAILABLE = "the message store is unavailable; try again"
 
 
 def first_error(detail, field: str | None = None) -> str:
@@ -25,6 +33,16 @@ def first_error(detail, field: str | None = None) -> str:
 
 
 def exception_handler(exc, context):
+    """DRF's handler with every answer as ``{"error": ...}``, and Django's own
+    refusals of a request body (DRF reads ``request.body`` for JSON and forms,
+    where Django checks its limits) answered here too, not as a 500."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(
+            f"request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+            "(DATA_UPLOAD_MAX_MEMORY_SIZE)"
+        )
+    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        exc = ParseError("too many fields in the request")
     response = drf_exception_handler(exc, context)
     if response is not None:
         response.data = {"error": first_error(response.data.get("detail", response.data))}

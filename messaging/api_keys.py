@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -138,6 +139,21 @@ def revoke_key(prefix: str) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     return api_key
+
+
+def revoked_among(key_ids: Iterable[int]) -> set[int]:
+    """Which of these keys may no longer be used: revoked, or gone from the store.
+
+    One query for any number of keys: open sockets and streams ask it every
+    few seconds (``messaging.ws_auth.KeyWatch``), not per message.
+    """
+    wanted = set(key_ids)
+    if not wanted:
+        return set()
+    active = ApiKey.objects.filter(pk__in=wanted, revoked_at__isnull=True).values_list(
+        "pk", flat=True
+    )
+    return wanted - set(active)
 
 
 def credentials(authorization: str | None, query_key: str | None) -> str | None:

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from .api_keys import auth_required
 from .events import in_db_thread
+from .parsers import check_query_string
 
 
 class AsyncAPIView(APIView):
@@ -41,6 +42,7 @@ class AsyncAPIView(APIView):
                 await in_db_thread(self.initial)(request, *args, **kwargs)
             else:
                 self.initial(request, *args, **kwargs)
+            check_query_string(request._request)  # not UTF-8: a 400, never U+FFFD
             method = request.method.lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None
             if handler is None:

@@ -6,23 +6,35 @@ Readiness says whether the gateway can deliver now: the store answers and at
 least one worker holds a bind to the SMSC and has said so recently (a worker
 that was killed leaves its last state behind, so the heartbeat's age is what
 counts, not the state alone).
+
+Readiness answers within a second whatever the store does: the store's checks
+run on a thread of their own and the answer is 503 after ``READINESS_TIMEOUT``
+(0.8 s) if they have not finished; a check still hanging is shared by the
+probes that follow, so a dead database costs one thread, not one per probe.
+A process whose long-lived task died (``messaging.supervision``) answers 503
+at once, without asking the store. Liveness never touches the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from .async_views import AsyncAPIView
+from .events import in_db_thread
 from .models import LinkStatus
 from .openapi import health_schema, readiness_schema
+from .supervision import not_ready_reason
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +67,19 @@ class Readiness:
         return body
 
 
+def process_failure() -> Readiness | None:
+    """Not ready, without asking the store, when a task of this process died."""
+    reason = not_ready_reason()
+    if reason is None:
+        return None
+    return Readiness(checks={"process": "failed"}, error=reason)
+
+
 def check_readiness() -> Readiness:
     """Ask the store, then look for a worker bound with a fresh heartbeat."""
+    failed = process_failure()
+    if failed is not None:
+        return failed
     result = Readiness()
     try:
         with connection.cursor() as cursor:
@@ -100,29 +123,82 @@ def check_readiness() -> Readiness:
     return result
 
 
+def readiness_timeout() -> float:
+    """Seconds /readyz waits for the store's checks (see settings)."""
+    return float(getattr(settings, "READINESS_TIMEOUT", 0.8))
+
+
+# One thread for the store's checks: a probe never waits for a shared thread, and
+# a store that hangs holds this one thread (and its one connection), no more.
+_executor = ThreadPoolExecutor(1, thread_name_prefix="readiness")
+_lock = threading.Lock()
+_running: Future | None = None
+
+
+def _check_with_own_connection() -> Readiness:
+    close_old_connections()
+    try:
+        return check_readiness()
+    finally:
+        close_old_connections()
+
+
+def _shared_check() -> Future:
+    """The check under way, or a new one: probes during a hang share it."""
+    global _running
+    with _lock:
+        if _running is None or _running.done():
+            _running = _executor.submit(_check_with_own_connection)
+        return _running
+
+
+async def bounded_readiness(timeout: float | None = None) -> Readiness:
+    """``check_readiness``, answered within ``timeout`` seconds whatever the store does."""
+    failed = process_failure()
+    if failed is not None:
+        return failed
+    if settings.STORE_ON_CALLER_THREAD:  # the test suite: see the test's transaction
+        return await in_db_thread(check_readiness)()
+    timeout = readiness_timeout() if timeout is None else timeout
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_shared_check())), timeout)
+    except TimeoutError:
+        logger.warning("readiness: the database did not answer within %g s", timeout)
+        return Readiness(
+            checks={"database": "failed", "smpp": "unknown"},
+            error=f"the message store did not answer within {timeout:g} s",
+        )
+    except Exception:  # a bug, or a store error of an unexpected kind: not ready, said why
+        logger.exception("readiness: the check failed")
+        return Readiness(
+            checks={"database": "failed", "smpp": "unknown"},
+            error="the readiness check failed (see the server's log)",
+        )
+
+
 def _no_store(response: Response) -> Response:
     response["Cache-Control"] = "no-store"
     return response
 
 
-def readiness_response() -> Response:
-    result = check_readiness()
+async def readiness_response() -> Response:
+    result = await bounded_readiness()
     return _no_store(Response(result.as_body(), status=200 if result.ready else 503))
 
 
 @health_schema
-class HealthView(APIView):
+class HealthView(AsyncAPIView):
     """GET /healthz: 200 while this process serves; ``?ready=1`` asks for readiness."""
 
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
         if request.query_params.get("ready", "").lower() in ("1", "true", "yes", "on"):
-            return readiness_response()
+            return await readiness_response()
         return _no_store(Response({"status": "ok"}))
 
 
 @readiness_schema
-class ReadinessView(APIView):
+class ReadinessView(AsyncAPIView):
     """GET /readyz: 200 when the store answers and a worker is bound; 503 otherwise."""
 
-    def get(self, request: Request) -> Response:
-        return readiness_response()
+    async def get(self, request: Request) -> Response:
+        return await readiness_response()

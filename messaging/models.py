@@ -6,6 +6,11 @@ from django.db import models
 
 from .states import State
 
+# An SMSC's message id is kept whole up to this length (SMPP says 64 characters;
+# SMSCs send more). A longer one is refused for its part, never cut: cut, two
+# parts could share one id and a receipt match the wrong message.
+SMSC_ID_MAX_LENGTH = 255
+
 
 class ApiKey(models.Model):
     """A client's credential. Only a hash of the key is kept; the key is shown once."""
@@ -115,7 +120,7 @@ class MessagePart(models.Model):
     # Sequence numbers only mean something within one bind: keep both.
     bind_id = models.CharField(max_length=64, blank=True, default="")
     sequence_number = models.PositiveIntegerField(null=True, blank=True)
-    smsc_id = models.CharField(max_length=65, null=True, blank=True)
+    smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)
     command_status = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
     possibly_duplicated = models.BooleanField(default=False)
@@ -139,7 +144,7 @@ class MessagePart(models.Model):
 class Receipt(models.Model):
     """A delivery receipt as it came from the SMSC, matched to its part or not yet."""
 
-    smsc_id = models.CharField(max_length=65)
+    smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH)
     part = models.ForeignKey(
         MessagePart, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
     )

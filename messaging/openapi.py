@@ -128,11 +128,30 @@ class SendRequestSerializer(SendSerializer):
         help_text="Delivery receipt wanted: on the final outcome, or on failure only.",
     )
     priority = serializers.CharField(required=False, help_text="0 to 3.")
+    src = serializers.CharField(
+        required=False,
+        help_text=(
+            "Sender: printable ASCII, at most 20 characters; digits only (a leading + "
+            "dropped) with src_ton 1 or 2 and src_npi 1; at most 11 GSM characters with src_ton 5."
+        ),
+    )
+    dst = serializers.CharField(help_text="Recipient: the same rules as src, with dst_ton/dst_npi.")
     validity = serializers.CharField(
-        required=False, help_text="Seconds from now, ISO 8601 or an SMPP time."
+        required=False,
+        help_text=(
+            "Seconds from now, ISO 8601 or an SMPP time; after now and at most "
+            "SMS_MAX_VALIDITY (a year) ahead."
+        ),
     )
     schedule = serializers.CharField(
-        required=False, help_text="Seconds from now, ISO 8601 or an SMPP time."
+        required=False,
+        help_text=(
+            "Seconds from now, ISO 8601 or an SMPP time; at most SMS_MAX_SCHEDULE_AHEAD "
+            "(a year) ahead; a time already past means now."
+        ),
+    )
+    callback_url = serializers.URLField(
+        required=False, help_text="http or https; an api_key in it is stored redacted."
     )
     wait = serializers.CharField(
         required=False,
@@ -158,7 +177,10 @@ _IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
-    description="Sending again with the same key answers as the first time; never sends twice.",
+    description=(
+        "Sending again with the same key answers as the first time; never sends twice. "
+        "At most 128 printable ASCII characters (a longer one, or a control character: 400)."
+    ),
 )
 
 _send = extend_schema(

@@ -2,35 +2,43 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.functional import cached_property
 from rest_framework import serializers
 from rest_framework.fields import SkipField, get_error_detail
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from .addresses import InvalidAddress, check_characters, clean_address
 from .encoding import ENCODINGS, UnencodableCharacter
 from .models import Message, MessagePart, Receipt, StateTransition
 from .outbound import split_for_smsc
+from .send_times import InvalidTime, schedule_time, validity_time, window
 from .splitting import TooManyParts
 from .store import NewMessage
+from .webhook_targets import InvalidCallbackURL, clean_callback_url
 
 REGISTER_CHOICES = ("final", "failure")
-SMPP_ABSOLUTE_TIME = re.compile(r"^(\d{12})(\d)(\d{2})([+-])$")
-SMPP_RELATIVE_TIME = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})\d{3}R$")
+CALLBACK_URL_MAX_LENGTH = 500  # Message.callback_url
 
 
-def is_decimal(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts "¹", which int() refuses."""
-    return text.isascii() and text.isdigit()
+def is_decimal(text: str, max_digits: int = 3) -> bool:
+    """ASCII digits only, at most ``max_digits`` of them: str.isdigit() also accepts
+    "¹", which int() refuses, and int() refuses more than 4,300 digits."""
+    return len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A client's value as an error message quotes it: cut short, as it may be huge."""
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 def _missing(name: str, what: str) -> dict:
@@ -56,30 +64,10 @@ class ByteField(serializers.CharField):
             return 0
         if not is_decimal(raw) or int(raw) > 255:
             raise serializers.ValidationError(
-                f'invalid parameter "{self.param_name}"="{raw}": must be a number from 0 to 255'
+                f'invalid parameter "{self.param_name}"="{shown(raw)}": '
+                "must be a number from 0 to 255"
             )
         return int(raw)
-
-
-def parse_time(value: str, name: str, now: datetime) -> datetime:
-    """Seconds from now, ISO 8601, or an SMPP absolute/relative time."""
-    value = value.strip()
-    if is_decimal(value) and len(value) < 10:
-        return now + timedelta(seconds=int(value))
-    if match := SMPP_RELATIVE_TIME.match(value):
-        y, mo, d, h, mi, s = (int(g) for g in match.groups())
-        return now + timedelta(days=y * 365 + mo * 30 + d, hours=h, minutes=mi, seconds=s)
-    if match := SMPP_ABSOLUTE_TIME.match(value):
-        stamp, tenths, quarters, sign = match.groups()
-        local = datetime.strptime(stamp, "%y%m%d%H%M%S").replace(tzinfo=UTC)
-        offset = timedelta(minutes=15 * int(quarters)) * (1 if sign == "+" else -1)
-        return local - offset + timedelta(milliseconds=100 * int(tenths))
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise serializers.ValidationError(
-            f'invalid parameter "{name}"="{value}": seconds, ISO 8601 or SMPP time expected'
-        )
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 class _SurrogateCheck(ProhibitSurrogateCharactersValidator):
@@ -102,9 +90,12 @@ class SendSerializer(serializers.Serializer):
     """``/v1/send`` input. Fields are declared in the seed's validation order:
     the first error in this order is the one reported."""
 
-    src = serializers.CharField(required=False, allow_blank=True, max_length=20)
+    # Addresses: their length and characters are checked by messaging.addresses. Not
+    # trimmed by DRF (which strips "\n" and "\t" too): only spaces are, a control
+    # character is refused wherever it is.
+    src = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     dst = serializers.CharField(
-        error_messages=_missing("dst", "number of recipient"), max_length=20
+        error_messages=_missing("dst", "number of recipient"), trim_whitespace=False
     )
     text = serializers.CharField(
         error_messages=_missing("text", "text message"), trim_whitespace=False
@@ -119,7 +110,9 @@ class SendSerializer(serializers.Serializer):
     validity = serializers.CharField(required=False, allow_blank=True)
     schedule = serializers.CharField(required=False, allow_blank=True)
     reference = serializers.CharField(required=False, allow_blank=True, max_length=128)
-    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    callback_url = serializers.URLField(
+        required=False, allow_blank=True, max_length=CALLBACK_URL_MAX_LENGTH
+    )
     wait = serializers.CharField(required=False, allow_blank=True, default="")
     dry_run = serializers.CharField(required=False, allow_blank=True)
 
@@ -189,17 +182,26 @@ class SendSerializer(serializers.Serializer):
     def _has_read_only_defaults(self) -> bool:
         return any(f.read_only and f.default is not serializers.empty for f in self.fields.values())
 
+    def validate_src(self, value: str) -> str:
+        return _address_characters(value, "src")
+
+    def validate_dst(self, value: str) -> str:
+        value = _address_characters(value, "dst")
+        if not value:
+            raise serializers.ValidationError(_missing("dst", "number of recipient")["blank"])
+        return value
+
     def validate_enc(self, value: str) -> str:
         if value and value not in ENCODINGS:
             raise serializers.ValidationError(
-                f'invalid parameter "enc"="{value}"; supported: {", ".join(ENCODINGS)}'
+                f'invalid parameter "enc"="{shown(value)}"; supported: {", ".join(ENCODINGS)}'
             )
         return value or "auto"
 
     def validate_register(self, value: str) -> str:
         if value and value not in REGISTER_CHOICES:
             raise serializers.ValidationError(
-                f'invalid parameter "register"="{value}"; supported: final, failure'
+                f'invalid parameter "register"="{shown(value)}"; supported: final, failure'
             )
         return value or settings.SMS_DEFAULT_REGISTER
 
@@ -208,15 +210,37 @@ class SendSerializer(serializers.Serializer):
             return 0
         if not is_decimal(value) or int(value) > 3:
             raise serializers.ValidationError(
-                f'invalid parameter "priority"="{value}": must be 0, 1, 2 or 3'
+                f'invalid parameter "priority"="{shown(value)}": must be 0, 1, 2 or 3'
             )
         return int(value)
 
     def validate_validity(self, value: str) -> datetime | None:
-        return parse_time(value, "validity", timezone.now()) if value else None
+        if not value:
+            return None
+        try:
+            return validity_time(value, timezone.now(), window(settings.SMS_MAX_VALIDITY))
+        except InvalidTime as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_schedule(self, value: str) -> datetime | None:
-        return parse_time(value, "schedule", timezone.now()) if value else None
+        if not value:
+            return None
+        try:
+            return schedule_time(value, timezone.now(), window(settings.SMS_MAX_SCHEDULE_AHEAD))
+        except InvalidTime as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate_callback_url(self, value: str) -> str:
+        """Only http and https, stored without any API key in it (webhook_targets)."""
+        try:
+            cleaned = clean_callback_url(value)
+        except InvalidCallbackURL as exc:
+            raise serializers.ValidationError(f'invalid parameter "callback_url": {exc}') from None
+        if len(cleaned) > CALLBACK_URL_MAX_LENGTH:
+            raise serializers.ValidationError(
+                f'invalid parameter "callback_url": at most {CALLBACK_URL_MAX_LENGTH} characters'
+            )
+        return cleaned
 
     def validate_wait(self, value: str) -> float:
         """On by default, bounded by SMS_SEND_WAIT; 0/false turns it off."""
@@ -227,17 +251,38 @@ class SendSerializer(serializers.Serializer):
         if lowered in ("0", "false", "no", "off"):
             return 0.0
         try:
-            return max(0.0, min(float(lowered), limit))
+            seconds = float(lowered) if len(lowered) <= 32 else math.nan
         except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds):
             raise serializers.ValidationError(
-                f'invalid parameter "wait"="{value}": true, false or seconds expected'
-            ) from None
+                f'invalid parameter "wait"="{shown(value)}": true, false or seconds expected'
+            )
+        return max(0.0, min(seconds, limit))
 
     def validate_dry_run(self, value: str) -> bool:
         return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
     def validate(self, attrs: dict) -> dict:
-        """The text must fit the encoding and the part limit; nothing is replaced."""
+        """Addresses must fit their TON/NPI, validity must come after the schedule,
+        the text must fit the encoding and the part limit; nothing is replaced."""
+        for name in ("src", "dst"):
+            if name in attrs:
+                try:
+                    attrs[name] = clean_address(
+                        attrs[name],
+                        attrs.get(f"{name}_ton", 0),
+                        attrs.get(f"{name}_npi", 0),
+                        name,
+                        characters_checked=True,  # by validate_src / validate_dst
+                    )
+                except InvalidAddress as exc:
+                    raise serializers.ValidationError({name: str(exc)}) from None
+        validity, schedule = attrs.get("validity"), attrs.get("schedule")
+        if validity is not None and schedule is not None and validity <= schedule:
+            raise serializers.ValidationError(
+                {"validity": 'invalid parameter "validity": not after "schedule"'}
+            )
         try:
             attrs["split"] = split_for_smsc(attrs["text"], attrs.get("enc") or "auto")
         except UnencodableCharacter as exc:
@@ -278,6 +323,15 @@ class SendSerializer(serializers.Serializer):
             request_hash=request_hash,
             api_key_id=api_key_id,
         )
+
+
+def _address_characters(value: str, name: str) -> str:
+    """The TON-independent part of the address rule, as a field's error; spaces
+    around the address are dropped."""
+    try:
+        return check_characters(value.strip(" "), name)
+    except InvalidAddress as exc:
+        raise serializers.ValidationError(str(exc)) from None
 
 
 _per_thread = threading.local()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.db.models import Count
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
@@ -12,23 +16,28 @@ from .events import last_event_id
 from .models import ApiKey, LinkStatus, Message
 
 
-def link_status(api_key: ApiKey | None = None, counts: bool = True) -> dict:
+def link_status(api_key: ApiKey | None = None, counts: bool = True, details: bool = True) -> dict:
     """What the dashboard shows in its header: links, counts per state, last event id.
 
     The counts are of ``api_key``'s messages when given, of all otherwise; none
-    with ``counts=False``.
+    with ``counts=False``. With ``details=False`` each link says only its state
+    (no worker id, SMSC address, system_id or bind detail).
     """
-    links = [
-        {
-            "worker_id": row.worker_id,
-            "state": row.state,
-            "detail": row.detail,
-            "smsc": row.smsc,
-            "changed_at": row.changed_at.isoformat(),
-            "heartbeat_at": row.heartbeat_at.isoformat(),
-        }
-        for row in LinkStatus.objects.order_by("worker_id")
-    ]
+    rows = LinkStatus.objects.order_by("worker_id")
+    if details:
+        links = [
+            {
+                "worker_id": row.worker_id,
+                "state": row.state,
+                "detail": row.detail,
+                "smsc": row.smsc,
+                "changed_at": row.changed_at.isoformat(),
+                "heartbeat_at": row.heartbeat_at.isoformat(),
+            }
+            for row in rows
+        ]
+    else:
+        links = [{"state": state} for state in rows.values_list("state", flat=True)]
     messages = Message.objects.order_by()
     if api_key is not None:
         messages = messages.filter(api_key=api_key)
@@ -40,18 +49,34 @@ def link_status(api_key: ApiKey | None = None, counts: bool = True) -> dict:
     return {"link": links, "counts": by_state, "last_event_id": last_event_id()}
 
 
+def is_staff_session(request: HttpRequest) -> bool:
+    """Whether the request carries the admin session of an active staff user.
+
+    The API's middleware chain has no sessions (smsapi/handlers.py), so the
+    session cookie is read here; only for a request without a key that sends one.
+    """
+    session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not session_key:
+        return False
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(request)
+    return bool(user.is_active and user.is_staff)
+
+
 @require_GET
 def status_view(request: HttpRequest) -> JsonResponse:
     """GET /v1/status
 
-    The link state is public, like /healthz. With SMSAPI_AUTH=required the
-    message counts are the key's own, and only given when a key is sent.
+    The state of each link is public, like /healthz. With SMSAPI_AUTH=required
+    the link details (worker, SMSC address, system_id, bind detail) go only to
+    a valid key or a logged-in staff user of the admin, and the message counts
+    only to a key (its own messages).
     """
     anonymous = api_keys.auth_required() and not (
         request.headers.get("Authorization") or request.GET.get("api_key")
     )
     if anonymous:
-        status = link_status(counts=False)
+        status = link_status(counts=False, details=is_staff_session(request))
     else:
         try:
             status = link_status(request_api_key(request))

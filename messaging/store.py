@@ -40,6 +40,12 @@ logger = logging.getLogger(__name__)
 # --- what goes in --------------------------------------------------------------
 
 
+def storable_text(value: str) -> str:
+    """Text as both databases can hold it: PostgreSQL's text cannot hold NUL,
+    which becomes U+FFFD (the replacement character)."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 @dataclass
 class NewMessage:
     """A validated send request, ready to be stored."""
@@ -1247,8 +1253,8 @@ def _assemble(rows: list[IncomingFragment], changes: StoreChanges, default_alpha
     incoming = IncomingMessage.objects.create(
         src=first.src,
         dst=first.dst,
-        # PostgreSQL text cannot hold NUL; an SMS with one is garbled anyway.
-        text=(assembled.text or "").replace("\x00", "\ufffd"),
+        # An SMS with a NUL is garbled anyway.
+        text=storable_text(assembled.text or ""),
         binary_hex=assembled.binary_hex or "",
         data_coding=first.data_coding,
         parts_expected=assembled.parts_expected,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
 from django.db.models import Prefetch
-from django.utils.dateparse import parse_date, parse_datetime
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -16,7 +15,9 @@ from . import openapi, sending
 from .async_views import AsyncAPIView
 from .authentication import QUERY_PARAMETER, ApiKeyProtected
 from .models import Message, MessagePart, Receipt
-from .serializers import MessageDetailSerializer, MessageSerializer
+from .send_times import InvalidTime, filter_moment
+from .serializers import MessageDetailSerializer, MessageSerializer, shown
+from .states import State
 
 
 def request_params(request: Request) -> dict:
@@ -31,6 +32,8 @@ def request_params(request: Request) -> dict:
         params.update({key: data.get(key) for key in data})
     elif isinstance(data, dict):
         params.update(data)
+    elif data not in (None, ""):  # JSON, but an array, a string or a number
+        raise ValidationError({"body": "a JSON object of parameters expected"})
     # Empty means absent.
     return {k: v for k, v in params.items() if v is not None and v != ""}
 
@@ -101,7 +104,7 @@ class MessageListView(ApiKeyProtected, AsyncAPIView, generics.ListAPIView):
                 raise ValidationError({name: f'invalid parameter "{name}": NUL character'})
         messages = _messages(self.request).order_by("-id")
         if "status" in params:
-            messages = messages.filter(state__in=params["status"].split(","))
+            messages = messages.filter(state__in=_states(params["status"]))
         if "dst" in params:
             messages = messages.filter(dst=params["dst"])
         if "reference" in params:
@@ -112,15 +115,26 @@ class MessageListView(ApiKeyProtected, AsyncAPIView, generics.ListAPIView):
         return messages
 
 
-def _moment(name: str, value: str) -> datetime | date:
+def _states(value: str) -> list[str]:
+    """The states of a ``status`` filter, or a 400 naming one that is none."""
+    states = [s.strip() for s in value.split(",") if s.strip()]
+    for state in states:
+        if state not in State.values:
+            raise ValidationError(
+                {
+                    "status": f'invalid parameter "status"="{shown(state)}"; '
+                    f"supported: {', '.join(State.values)}"
+                }
+            )
+    return states
+
+
+def _moment(name: str, value: str) -> datetime:
     """An ISO 8601 date or time from a filter parameter, or a 400."""
     try:
-        moment = parse_datetime(value) or parse_date(value)
-    except ValueError:  # well-formed but impossible, e.g. 2020-13-45
-        moment = None
-    if moment is None:
-        raise ValidationError({name: f'invalid parameter "{name}"="{value}": ISO 8601 expected'})
-    return moment
+        return filter_moment(value, name)
+    except InvalidTime as exc:
+        raise ValidationError({name: str(exc)}) from None
 
 
 @openapi.message_detail_schema

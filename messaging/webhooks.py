@@ -12,8 +12,11 @@ PostgreSQL). Everything it does goes through the store:
    pushing its ``next_attempt_at`` past the longest a POST can take, so a
    sender that dies mid-POST leaves it to be tried again (at least once).
 3. *Post* concurrently (``WEBHOOK_CONCURRENCY`` at a time), signed with
-   HMAC-SHA256 (``sign``), and *record* every attempt; a failure is tried again
-   after ``WEBHOOK_BACKOFF`` until ``WEBHOOK_MAX_ATTEMPTS``.
+   HMAC-SHA256 (``sign``), only to addresses the policy allows (no loopback,
+   private... unless ``WEBHOOK_ALLOW_PRIVATE``: ``webhook_targets``, enforced
+   on the address connected to by ``webhook_transport``), and *record* every
+   attempt; a failure is tried again after ``WEBHOOK_BACKOFF`` until
+   ``WEBHOOK_MAX_ATTEMPTS`` (a refused literal address fails at once).
 
 Who gets what (see docs/webhooks.md): a message's receipts and final status
 events go to its ``callback_url``, else its API key's ``default_callback_url``;
@@ -28,6 +31,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +41,13 @@ from datetime import datetime, timedelta
 import httpx
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    transaction,
+)
 from django.utils import timezone
 
 from .events import EventCursor, event_json
@@ -46,6 +56,14 @@ from .notify import EVENTS_GROUP
 from .sse import Doorbell
 from .states import FINAL_STATES
 from .store_sql import Sql
+from .url_secrets import loggable_url, redact_url
+from .webhook_targets import (
+    DestinationRefused,
+    InvalidCallbackURL,
+    clean_callback_url,
+    private_allowed,
+)
+from .webhook_transport import GuardedTransport
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +73,27 @@ USER_AGENT = "smsapi-webhooks/1"
 CURSOR_NAME = "webhooks"  # the WebhookCursor row (made by the migration)
 EXCERPT_BYTES = 500  # of the receiver's answer, kept with the attempt
 LEASE_MARGIN = 30.0  # seconds a claim outlives the POST timeout
+
+
+def _store_outages() -> tuple[type[Exception], ...]:
+    """What a store outage raises (database down, locked, pool exhausted): Django's
+    errors, and the drivers' own from the raw cursors of ``store_sql``."""
+    outages: list[type[Exception]] = [
+        OperationalError,
+        InterfaceError,
+        sqlite3.OperationalError,
+        sqlite3.InterfaceError,
+    ]
+    with contextlib.suppress(ImportError):  # PostgreSQL only
+        import psycopg
+
+        outages += [psycopg.OperationalError, psycopg.InterfaceError]
+    return tuple(outages)
+
+
+# The sender waits these out and tries again; anything else out of a round is a
+# bug: logged with its traceback, and raised from run().
+STORE_OUTAGES = _store_outages()
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -127,7 +166,8 @@ def incoming_receivers() -> list[tuple[str, int | None]]:
         .values_list("id", "default_callback_url")
     ]
     if settings.WEBHOOK_INCOMING_URL:
-        receivers.append((settings.WEBHOOK_INCOMING_URL, None))
+        # Stored with each delivery: like a client's URL, never with an API key in it.
+        receivers.append((redact_url(settings.WEBHOOK_INCOMING_URL), None))
     return receivers
 
 
@@ -215,6 +255,8 @@ class AttemptResult:
     error: str = ""
     duration_ms: int = 0
     excerpt: str = ""
+    # No use trying again (a refused destination the URL names itself): failed at once.
+    final: bool = False
 
     @property
     def ok(self) -> bool:
@@ -292,7 +334,7 @@ def record_results(
             if result.ok:
                 delivery.state = WebhookDelivery.State.DELIVERED
                 delivery.delivered_at = result.at
-            elif delivery.attempts >= max_attempts:
+            elif result.final or delivery.attempts >= max_attempts:
                 delivery.state = WebhookDelivery.State.FAILED
             else:
                 delivery.next_attempt_at = result.at + timedelta(
@@ -336,6 +378,7 @@ async def post(client: httpx.AsyncClient, outgoing: Outgoing, timeout: float) ->
     started = time.monotonic()
     status_code = None
     error = ""
+    final = False
     excerpt = b""
     try:
         # A total bound: httpx's timeout is per read, a trickling receiver could go on.
@@ -350,6 +393,8 @@ async def post(client: httpx.AsyncClient, outgoing: Outgoing, timeout: float) ->
                         break
     except TimeoutError:
         error = f"no answer within {timeout:g} s"
+    except DestinationRefused as exc:  # the address policy: nothing was sent
+        error, final = str(exc), exc.permanent
     except Exception as exc:  # connection refused, TLS, bad URL...: tried again later
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if status_code is not None and error:
@@ -358,9 +403,10 @@ async def post(client: httpx.AsyncClient, outgoing: Outgoing, timeout: float) ->
         delivery_id=outgoing.delivery_id,
         at=at,
         status_code=status_code,
-        error=error,
+        error=loggable_url(error),
         duration_ms=int((time.monotonic() - started) * 1000),
         excerpt=excerpt[:EXCERPT_BYTES].decode("utf-8", "replace"),
+        final=final,
     )
 
 
@@ -378,6 +424,8 @@ class SenderConfig:
     # transactions (a bell each), and a round per bell (a write transaction on
     # SQLite) was a tenth of the embedded server's CPU under /v1/send.
     gather: float = 0.05
+    # WEBHOOK_ALLOW_PRIVATE: POSTs may go to loopback, private... addresses (tests, development).
+    allow_private: bool = False
 
     @classmethod
     def from_settings(cls) -> SenderConfig:
@@ -387,6 +435,7 @@ class SenderConfig:
             max_attempts=max(1, settings.WEBHOOK_MAX_ATTEMPTS),
             backoff=tuple(settings.WEBHOOK_BACKOFF),
             poll_interval=settings.WEBHOOK_POLL_INTERVAL,
+            allow_private=private_allowed(),
         )
 
 
@@ -407,6 +456,7 @@ class WebhookSender:
         self._results: list[tuple[Outgoing, AttemptResult]] = []
         self._next_retry: datetime | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._task_failure: BaseException | None = None  # what killed a POST's task
 
     def stop(self) -> None:
         """Finish the POSTs in flight, record them and return from ``run``."""
@@ -426,41 +476,93 @@ class WebhookSender:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def run(self) -> None:
+        """Serve until ``stop()``. A store outage is waited out (logged once, then a
+        line a round); anything else unexpected, out of a round or a POST's task, is
+        logged with its traceback and raised from here, so that the process exits
+        and its supervisor restarts it, rather than the sender dying silently."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="webhook-db")
         bell = Doorbell(get_channel_layer(), (EVENTS_GROUP,))
         await bell.start()
         limits = httpx.Limits(max_connections=self.config.concurrency)
+        transport = GuardedTransport(limits, allow_private=self.config.allow_private)
         try:
             async with httpx.AsyncClient(
-                timeout=self.config.timeout, limits=limits, follow_redirects=False
+                transport=transport, timeout=self.config.timeout, follow_redirects=False
             ) as client:
-                await self._db(close_old_connections)
-                failing = False
-                while not self._stopping.is_set():
-                    try:
-                        busy = await self._round(client)
-                    except Exception as exc:
-                        # The whole story once, then one line a round until it recovers.
-                        if failing:
-                            logger.warning("webhook sender: store still unavailable: %s", exc)
-                        else:
-                            logger.exception("webhook sender: store unavailable; trying again")
-                        failing, busy = True, False
-                    else:
-                        if failing:
-                            logger.info("webhook sender: store available again")
-                        failing = False
-                    if not busy:
-                        await self._sleep(bell)
-                if self._tasks:  # let the POSTs in flight end (each is bounded by the timeout)
-                    await asyncio.wait(self._tasks, timeout=self.config.timeout + 1)
-                with contextlib.suppress(Exception):
-                    await self._record()
+                try:
+                    await self._serve(client, bell)
+                except BaseException:
+                    # Leave nothing running: an unrecorded POST is leased, and its
+                    # delivery is tried again once the lease runs out.
+                    running = list(self._tasks)
+                    for task in running:
+                        task.cancel()
+                    if running:
+                        await asyncio.wait(running, timeout=1)
+                    raise
         finally:
             await bell.stop()
             with contextlib.suppress(Exception):
                 await self._db(connections.close_all)
             self._executor.shutdown(wait=True)
+
+    def _check_incoming_url(self) -> None:
+        """Say at start when ``WEBHOOK_INCOMING_URL`` breaks the rule for callback URLs
+        (its POSTs would all be refused, or its API key is dropped)."""
+        url = settings.WEBHOOK_INCOMING_URL
+        if not url:
+            return
+        try:
+            cleaned = clean_callback_url(url, allow_private=self.config.allow_private)
+        except InvalidCallbackURL as exc:
+            logger.error(
+                "WEBHOOK_INCOMING_URL %s: %s; incoming messages posted there will fail",
+                loggable_url(url),
+                exc,
+            )
+            return
+        if cleaned != url:
+            logger.warning(
+                "WEBHOOK_INCOMING_URL carries an api_key: it is posted to as %s (keys are "
+                "never stored or sent on); check the POSTs' signature instead",
+                cleaned,
+            )
+
+    async def _serve(self, client: httpx.AsyncClient, bell: Doorbell) -> None:
+        self._check_incoming_url()
+        await self._db(close_old_connections)
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                busy = await self._round(client)
+            except STORE_OUTAGES as exc:
+                # The whole story once, then one line a round until it recovers.
+                if failing:
+                    logger.warning("webhook sender: store still unavailable: %s", exc)
+                else:
+                    logger.exception("webhook sender: store unavailable; trying again")
+                failing, busy = True, False
+            except Exception:
+                logger.exception("webhook sender: unexpected error; stopping")
+                raise
+            else:
+                if failing:
+                    logger.info("webhook sender: store available again")
+                failing = False
+            self._raise_task_failure()
+            if not busy:
+                await self._sleep(bell)
+                self._raise_task_failure()
+        if self._tasks:  # let the POSTs in flight end (each is bounded by the timeout)
+            await asyncio.wait(self._tasks, timeout=self.config.timeout + 1)
+        self._raise_task_failure()
+        with contextlib.suppress(Exception):
+            await self._record()
+
+    def _raise_task_failure(self) -> None:
+        """Raise what killed a POST's task, if one died (it was logged when it did)."""
+        if self._task_failure is not None:
+            raise self._task_failure
 
     async def _round(self, client: httpx.AsyncClient) -> bool:
         """Record, plan, claim and start POSTs once; True when more work is waiting."""
@@ -483,7 +585,19 @@ class WebhookSender:
         self._in_flight[outgoing.delivery_id] = outgoing
         task = asyncio.create_task(deliver())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A POST's task ended: ``post`` never raises, so an exception here is a bug.
+        Logged now, with its traceback, and raised by the loop (``run``)."""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        logger.error("webhook sender: a delivery task died", exc_info=error)
+        if self._task_failure is None:
+            self._task_failure = error
+        self._wake.set()
 
     async def _record(self) -> None:
         """Write the attempts that ended, then free their slots."""
@@ -515,7 +629,7 @@ class WebhookSender:
             "message_id": outgoing.message_id,
             "event_id": outgoing.event_id,
             "webhook_id": delivery.pk,
-            "url": outgoing.url,
+            "url": loggable_url(outgoing.url),
             "attempt": delivery.attempts,
         }
         outcome = f"HTTP {result.status_code}" if result.status_code else result.error

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from messaging.models import IncomingFragment, Receipt
 from messaging.splitting import parse_udh
-from messaging.store import FragmentIn, ReceiptIn
+from messaging.store import FragmentIn, ReceiptIn, storable_text
 
 from .pdu import as_text
 from .receipts import normalize_smsc_id, parse_receipt, smsc_id_variants
@@ -14,6 +15,26 @@ RECEIPT_BITS = 0x3C
 DELIVERY_RECEIPT = 0x04
 INTERMEDIATE_NOTIFICATION = 0x20
 UDHI = 0x40
+# What the store's address columns hold (the same for receipts and incoming messages).
+RECEIPT_ADDRESS_MAX = Receipt._meta.get_field("source_addr").max_length
+INCOMING_ADDRESS_MAX = IncomingFragment._meta.get_field("src").max_length
+
+
+class Unstorable(ValueError):
+    """A deliver_sm whose content the store cannot hold as it is: refused for good
+    (ESME_RX_P_APPN), since the SMSC would only send the same bytes again."""
+
+
+def _receipt_address(value: str, name: str, kept: dict) -> str:
+    """An address for a receipt's column; a longer one is kept whole in ``kept``.
+
+    A receipt is worth keeping whatever its addresses look like: its id and
+    state are what move the part.
+    """
+    if len(value) <= RECEIPT_ADDRESS_MAX:
+        return value
+    kept[name] = value
+    return value[:RECEIPT_ADDRESS_MAX]
 
 
 def is_receipt(esm_class: int) -> bool:
@@ -39,7 +60,7 @@ def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
         )
         tlvs = {}
         if tlv_id:
-            tlvs["receipted_message_id"] = normalize_smsc_id(tlv_id)
+            tlvs["receipted_message_id"] = storable_text(normalize_smsc_id(tlv_id))
         if getattr(pdu, "message_state", None) is not None:
             tlvs["message_state"] = pdu.message_state
         if getattr(pdu, "network_error_code", None):
@@ -52,11 +73,22 @@ def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
             error_code=parsed.error_code,
             submitted_date=parsed.submit_date,
             done_date=parsed.done_date,
-            source_addr=as_text(pdu.source_addr),
-            destination_addr=as_text(pdu.destination_addr),
-            raw_text=short_message.decode("latin-1"),
+            source_addr=_receipt_address(as_text(pdu.source_addr), "source_addr", tlvs),
+            destination_addr=_receipt_address(
+                as_text(pdu.destination_addr), "destination_addr", tlvs
+            ),
+            # PostgreSQL text cannot hold NUL: the receipt is kept with U+FFFD instead.
+            raw_text=storable_text(short_message.decode("latin-1")),
             tlvs=tlvs,
         )
+    src, dst = as_text(pdu.source_addr), as_text(pdu.destination_addr)
+    for name, value in (("source_addr", src), ("destination_addr", dst)):
+        if len(value) > INCOMING_ADDRESS_MAX:
+            # Cut, a reply would go to someone else: refused instead.
+            raise Unstorable(
+                f"incoming message with a {name} of {len(value)} characters "
+                f"(at most {INCOMING_ADDRESS_MAX}): {value[:80]!r}"
+            )
     reference, total, seq = None, 1, 1
     if esm_class & UDHI:
         concat, short_message = parse_udh(short_message)
@@ -68,8 +100,8 @@ def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
         total = getattr(pdu, "sar_total_segments", None) or 1
         seq = getattr(pdu, "sar_segment_seqnum", None) or 1
     return FragmentIn(
-        src=as_text(pdu.source_addr),
-        dst=as_text(pdu.destination_addr),
+        src=src,
+        dst=dst,
         data_coding=pdu.data_coding or 0,
         payload=short_message,
         reference=reference,

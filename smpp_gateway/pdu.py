@@ -26,13 +26,57 @@ HEADER = struct.Struct(">LLLL")
 MAX_PDU_LENGTH = 64 * 1024  # anything longer is a desynchronised stream
 
 
-class PDUFormatError(Exception):
-    """The peer sent bytes that are not a PDU we can decode."""
+ESME_RINVMSGLEN = 0x01  # sm_length disagrees with the body
+ESME_RINVCMDLEN = 0x02  # the body is not as long as its fields say
+ESME_RX_P_APPN = 0x65  # anything else we cannot read: permanent, resending cannot help
 
-    def __init__(self, message: str, command_id: int = 0, sequence: int = 0):
+
+class PDUFormatError(Exception):
+    """The peer sent bytes that are not a PDU we can decode.
+
+    ``status`` is what to answer it with (a response's command_status).
+    """
+
+    def __init__(
+        self, message: str, command_id: int = 0, sequence: int = 0, status: int = ESME_RX_P_APPN
+    ):
         super().__init__(message)
         self.command_id = command_id
         self.sequence = sequence
+        self.status = status
+
+
+class FieldError(ValueError):
+    """A value we were about to send does not fit its SMPP field.
+
+    Raised before any byte is written: the PDU is never sent, cut or garbled.
+    ``status`` is the command_status an SMSC answers such a field with (a part
+    failed for it reads as if the SMSC had refused it).
+    """
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+        self.status: int | None = _FIELD_STATUS.get(field)
+
+
+_FIELD_STATUS = {
+    "source_addr": 0x0A,  # ESME_RINVSRCADR
+    "destination_addr": 0x0B,  # ESME_RINVDSTADR
+    "short_message": ESME_RINVMSGLEN,
+    "message_payload": ESME_RINVMSGLEN,
+    "validity_period": 0x62,  # ESME_RINVEXPIRY
+}
+
+
+def check_c_string(name: str, value: str, limit: int) -> None:
+    """A C-octet string field of at most ``limit`` octets, its NUL included, of
+    printable ASCII: raise ``FieldError`` otherwise (smpplib would cut it silently
+    or fail in ``encode("latin-1")`` halfway through a write)."""
+    if len(value) >= limit:
+        raise FieldError(f"{name} longer than {limit - 1} characters: {value[:80]!r}", name)
+    if not (value.isascii() and value.isprintable()):
+        raise FieldError(f"{name} is not printable ASCII: {value[:80]!r}", name)
 
 
 class _FixedSequence:
@@ -50,10 +94,19 @@ class _FixedSequence:
 def encode_pdu(command: str, sequence: int, status: int = 0, **fields: Any) -> bytes:
     """Return the wire bytes of one PDU with the given sequence number.
 
-    C-string fields are ``str`` (ASCII); ``short_message`` and other octet
-    strings are ``bytes``.
+    C-string fields are ``str`` (printable ASCII, within their length: else
+    ``FieldError``); ``short_message`` and other octet strings are ``bytes``.
     """
     pdu = smpp.make_pdu(command, client=_FixedSequence(sequence), **fields)
+    for name, value in fields.items():
+        param = pdu.params.get(name)
+        if param is None:
+            continue
+        if isinstance(value, str) and param.type is str:
+            if value:
+                check_c_string(name, value, getattr(param, "max", None) or 0x10000)
+        elif name == "short_message" and value and len(value) > 254:
+            raise FieldError(f"short_message longer than 254 octets ({len(value)})", name)
     pdu.sequence = sequence
     pdu.status = status
     return pdu.generate()
@@ -111,13 +164,14 @@ def _int_octet(value: int | None) -> bytes:
     return _B.pack(value) if value else _NUL
 
 
-def _c_string(value: str | None, limit: int) -> bytes:
-    # smpplib cuts a C-string that reaches its limit to limit - 1 octets, silently.
+def _c_string(name: str, value: str | None, limit: int) -> bytes:
+    # smpplib cuts a C-string that reaches its limit silently, and an address it
+    # cannot encode fails the whole write: both are refused here, for this PDU only.
     if not value:
         return _NUL
-    if len(value) >= limit:
-        value = value[: limit - 1]
-    return value.encode("latin-1") + _NUL
+    if len(value) >= limit or not (value.isascii() and value.isprintable()):
+        check_c_string(name, value, limit)
+    return value.encode("ascii") + _NUL
 
 
 def encode_submit_sm(sequence: int, status: int = 0, **fields: Any) -> bytes:
@@ -132,19 +186,27 @@ def encode_submit_sm(sequence: int, status: int = 0, **fields: Any) -> bytes:
     payload = get("message_payload")
     if short_message and payload:
         raise ValueError("`message_payload` can not be used with `short_message`")
+    if len(short_message) > 254:
+        raise FieldError(
+            f"short_message longer than 254 octets ({len(short_message)})", "short_message"
+        )
+    if payload and len(payload) > 0xFFFF:
+        raise FieldError(
+            f"message_payload longer than 65535 octets ({len(payload)})", "message_payload"
+        )
     parts = [
         _NUL,  # service_type
         _int_octet(get("source_addr_ton")),
         _int_octet(get("source_addr_npi")),
-        _c_string(get("source_addr"), 21),
+        _c_string("source_addr", get("source_addr"), 21),
         _int_octet(get("dest_addr_ton")),
         _int_octet(get("dest_addr_npi")),
-        _c_string(get("destination_addr"), 21),
+        _c_string("destination_addr", get("destination_addr"), 21),
         _int_octet(get("esm_class")),
         _NUL,  # protocol_id
         _int_octet(get("priority_flag")),
         _NUL,  # schedule_delivery_time
-        _c_string(get("validity_period"), 17),
+        _c_string("validity_period", get("validity_period"), 17),
         _int_octet(get("registered_delivery")),
         _NUL,  # replace_if_present_flag
         _int_octet(get("data_coding")),
@@ -249,14 +311,60 @@ def _c_string_at(data: bytes, pos: int) -> tuple[bytes, int]:
 def decode_deliver_sm(data: bytes) -> DeliverSM | Command:
     """``decode_pdu`` for a deliver_sm, about ten times faster on the usual PDU.
 
-    A PDU with anything unusual (a missing NUL, a truncated body, a TLV of
-    unexpected length or one this reader does not handle) goes to smpplib, so
-    the outcome, fields or ``PDUFormatError``, is always smpplib's.
+    A body that is not as long as its fields say (a C-string without its NUL,
+    ``sm_length`` or a TLV running past the end) is refused with
+    ``PDUFormatError`` and the status to answer it with: smpplib reads such a
+    PDU with the text cut short, and it was published as an incoming message.
+    Anything else unusual (a TLV of unexpected length, or one this reader does
+    not handle) goes to smpplib, so the fields, or its ``PDUFormatError``, are
+    smpplib's.
     """
     try:
         return _decode_deliver_sm(data)
     except (_Unusual, IndexError, struct.error):
+        check_deliver_sm_structure(data)
         return decode_pdu(data)
+
+
+def check_deliver_sm_structure(data: bytes) -> None:
+    """Raise ``PDUFormatError`` unless every field of the deliver_sm body lies
+    within the PDU (mandatory fields, ``sm_length``, each TLV's header and value)."""
+    length, command_id, _, sequence = HEADER.unpack_from(data)
+
+    def refuse(why: str, status: int = ESME_RINVCMDLEN) -> PDUFormatError:
+        return PDUFormatError(f"malformed deliver_sm: {why}", command_id, sequence, status)
+
+    if length != len(data):
+        raise refuse(f"command_length {length} but {len(data)} octets")
+    pos = 16
+    # service_type, then (ton, npi, address) twice, then esm_class, protocol_id,
+    # priority_flag and the two times.
+    layout = ("c", "1", "1", "c", "1", "1", "c", "1", "1", "1", "c", "c")
+    for kind in layout:
+        if kind == "c":
+            end = data.find(0, pos)
+            if end < 0:
+                raise refuse("a C-octet string without its NUL")
+            pos = end + 1
+        else:
+            pos += 1
+    if pos + 5 > length:
+        raise refuse("the body ends before sm_length")
+    sm_length = data[pos + 4]
+    pos += 5
+    if pos + sm_length > length:
+        raise refuse(
+            f"sm_length {sm_length} runs {pos + sm_length - length} octets past the end",
+            ESME_RINVMSGLEN,
+        )
+    pos += sm_length
+    while pos < length:
+        if pos + 4 > length:
+            raise refuse("a TLV header cut short")
+        tag, size = _TLV_HEAD.unpack_from(data, pos)
+        pos += 4 + size
+        if pos > length:
+            raise refuse(f"TLV 0x{tag:04x} runs {pos - length} octets past the end")
 
 
 def _decode_deliver_sm(data: bytes) -> DeliverSM:

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from messaging.models import SMSC_ID_MAX_LENGTH
+
 # SMPP 3.4 section 5.2.28, message_state values, and the 7-letter stat of the
 # receipt text (Appendix B).
 STAT_BY_STATE: dict[int, str] = {
@@ -55,7 +57,9 @@ _STAT_ALIASES: dict[str, str] = {
     "EN-ROUTE": "ENROUTE",
 }
 
-MAX_SMSC_ID_LENGTH = 65  # SMPP message_id is a C-Octet String of at most 65 octets
+# SMPP's message_id is a C-Octet String of 65 octets; SMSCs send longer ones, and
+# the store keeps them whole up to this.
+MAX_SMSC_ID_LENGTH = SMSC_ID_MAX_LENGTH
 _MAX_INT = 2**31 - 1  # what the store's integer columns hold; larger is garbage
 
 
@@ -108,8 +112,12 @@ def parse_receipt(
     if error_code is None:
         error_code = _parse_error_code(fields.get("err", ""))
 
+    if len(smsc_id) > MAX_SMSC_ID_LENGTH:
+        # No part holds such an id: kept unmatched (its text and TLVs say what it
+        # was), never cut to a prefix that might be another part's id.
+        smsc_id = ""
     return ParsedReceipt(
-        smsc_id=smsc_id[:MAX_SMSC_ID_LENGTH],
+        smsc_id=smsc_id,
         stat=stat,
         message_state=state,
         error_code=error_code,
@@ -246,6 +254,20 @@ def _as_str(value: bytes | str | None) -> str:
 def normalize_smsc_id(value: bytes | str | None) -> str:
     """An SMSC message id as text: decoded, without NULs or surrounding whitespace."""
     return _as_str(value).replace("\x00", "").strip()
+
+
+def submit_id_problem(smsc_id: str) -> str:
+    """Why the id of an accepted submit_sm (status 0) cannot be its part's id, or "".
+
+    Without an id no receipt can ever find the part; an id longer than the store
+    keeps would have to be cut, and two parts could then share it. Either way
+    the part fails with this reason rather than wait for a receipt for ever.
+    """
+    if not smsc_id:
+        return "SMSC accepted without a message_id"
+    if len(smsc_id) > MAX_SMSC_ID_LENGTH:
+        return f"SMSC message_id longer than {MAX_SMSC_ID_LENGTH} characters ({len(smsc_id)})"
+    return ""
 
 
 def smsc_id_variants(smsc_id: str) -> tuple[str, ...]:

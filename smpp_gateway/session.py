@@ -41,6 +41,17 @@ logger = logging.getLogger(__name__)
 MAX_SEQUENCE = 0x7FFFFFFF
 DELIVER_SM_ID = (0x00000005).to_bytes(4, "big")
 READ_SIZE = 256 * 1024  # one read takes every PDU the socket holds, up to this
+BIND_TRANSCEIVER_RESP = 0x80000009
+ENQUIRE_LINK = 0x00000015
+ENQUIRE_LINK_RESP = 0x80000015
+DELIVER_SM = 0x00000005
+UNBIND = 0x00000006
+GENERIC_NACK = 0x80000000
+ESME_RINVBNDSTS = 0x04  # "incorrect bind status": a request before we are bound
+ESME_RX_T_APPN = 0x64  # "try again later": the SMSC keeps the deliver_sm
+# PDUs the SMSC may send before its bind response (answered or ignored); beyond, the
+# link is given up (a peer talking that much without binding us is not an SMSC).
+MAX_PDUS_BEFORE_BIND_RESP = 100
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,15 @@ class SessionConfig:
     enquire_link_interval: float = 10.0
     link_timeout: float = 30.0
     connect_timeout: float = 10.0
+    # A peer that stops reading: once this many octets wait in our write buffer
+    # (above what the kernel holds), the link is dropped.
+    write_buffer_limit: int = 1024 * 1024
+    # Requests the SMSC may send a second beyond deliver_sm (enquire_link, unknown
+    # commands) before the link is reset: each costs an answer (a flood).
+    peer_request_rate: float = 200.0
+    # deliver_sm handed to the owner and not yet answered: beyond, reading stops
+    # until answers go out (the SMSC's own window should be far lower).
+    max_unanswered_delivers: int = 5000
 
 
 class LinkError(Exception):
@@ -110,6 +130,11 @@ class SMPPSession:
         self._last_write = time.monotonic()
         self._closing = False
         self.close_reason = ""
+        self._unanswered_delivers = 0
+        self._deliver_room = asyncio.Event()  # set while under max_unanswered_delivers
+        self._deliver_room.set()
+        self._peer_requests = 0.0  # the SMSC's requests, decaying by peer_request_rate a second
+        self._peer_requests_at = time.monotonic()
 
     # --- opening and closing --------------------------------------------------------
 
@@ -144,15 +169,48 @@ class SMPPSession:
             )
         )
         try:
-            data = await asyncio.wait_for(read_pdu(self._reader), cfg.response_timeout)
+            status = await asyncio.wait_for(self._bind_response(seq), cfg.response_timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, PDUFormatError) as exc:
             self._abort()
             raise LinkError(f"bind failed: no answer ({exc or type(exc).__name__})") from exc
-        _, command_id, status, _ = peek_header(data)
-        if command_id != 0x80000009 or status != 0:
+        except LinkError:
             self._abort()
-            raise BindRefused(status if status else 0x0D)
+            raise
+        if status != 0:
+            self._abort()
+            raise BindRefused(status)
         self._last_read = time.monotonic()
+
+    async def _bind_response(self, sequence: int) -> int:
+        """Read until the answer to our bind (sequence ``sequence``); its status.
+
+        An SMSC may speak first: an enquire_link is answered, a deliver_sm is
+        answered "try again later" (0x64: we cannot take it before we are bound,
+        the SMSC keeps it), another request gets generic_nack ESME_RINVBNDSTS,
+        and an unrelated response is ignored. None of them is a bind refusal.
+        """
+        for _ in range(MAX_PDUS_BEFORE_BIND_RESP):
+            data = await read_pdu(self._reader)
+            _, command_id, status, seq = peek_header(data)
+            if command_id == BIND_TRANSCEIVER_RESP or (
+                command_id == GENERIC_NACK and seq == sequence
+            ):
+                # A refusal without a status says nothing: take it as bad credentials.
+                return status if status or command_id == BIND_TRANSCEIVER_RESP else 0x0D
+            if command_id & RESPONSE_BIT:
+                logger.info("ignoring PDU 0x%08X before the bind response", command_id)
+            elif command_id == ENQUIRE_LINK:
+                self._write(encode_pdu("enquire_link_resp", seq))
+            elif command_id == DELIVER_SM:
+                self._write(encode_deliver_sm_resp(seq, ESME_RX_T_APPN))
+            elif command_id == UNBIND:
+                self._write(encode_pdu("unbind_resp", seq))
+                raise LinkError("bind failed: the SMSC unbound before answering the bind")
+            else:
+                self._write(encode_pdu("generic_nack", seq, status=ESME_RINVBNDSTS))
+        raise LinkError(
+            f"bind failed: {MAX_PDUS_BEFORE_BIND_RESP} PDUs from the SMSC and no bind response"
+        )
 
     async def unbind(self, timeout: float = 5.0) -> None:
         """Say goodbye properly, then close."""
@@ -172,7 +230,12 @@ class SMPPSession:
     def _abort(self) -> None:
         if self._writer is not None:
             self._flush_out()  # what was written before closing still goes out
-            self._writer.close()
+            if self._writer.transport.get_write_buffer_size() > self.config.write_buffer_limit:
+                # A peer that does not read would keep a closing transport (and its
+                # buffer) for good: drop it at once.
+                self._writer.transport.abort()
+            else:
+                self._writer.close()
 
     # --- submitting ------------------------------------------------------------------
 
@@ -198,8 +261,11 @@ class SMPPSession:
         if self._writer is None or self._writer.is_closing():
             raise LinkError("not bound")
         seq = self._next_sequence()
+        # Encoded first: a part whose fields do not fit raises here (FieldError) and
+        # leaves nothing in flight.
+        data = encode_submit_sm(seq, **fields)
         self._in_flight[seq] = (token, time.monotonic() + self.config.response_timeout)
-        self._write(encode_submit_sm(seq, **fields))
+        self._write(data)
         return seq
 
     def take_in_flight(self) -> list[Any]:
@@ -212,6 +278,11 @@ class SMPPSession:
     # --- answering the SMSC -----------------------------------------------------------
 
     def respond_deliver(self, sequence: int, status: int = 0) -> None:
+        """Answer a deliver_sm handed to ``on_deliver`` (once each)."""
+        if self._unanswered_delivers > 0:
+            self._unanswered_delivers -= 1
+            if self._unanswered_delivers < self.config.max_unanswered_delivers:
+                self._deliver_room.set()
         if self._writer is not None and not self._writer.is_closing():
             self._write(encode_deliver_sm_resp(sequence, status))
 
@@ -223,6 +294,11 @@ class SMPPSession:
         buffer = bytearray()
         try:
             while True:
+                if not self._deliver_room.is_set():
+                    # Bounded both ways: while the owner has this many deliver_sm to
+                    # answer, read no more (the SMSC waits on TCP, nothing piles up here).
+                    await self._deliver_room.wait()
+                    self._last_read = time.monotonic()  # our pause, not the SMSC's silence
                 # Whole reads, cut into PDUs here: one await per read, not two per PDU.
                 try:
                     data = await self._reader.read(READ_SIZE)
@@ -246,9 +322,13 @@ class SMPPSession:
                     elif not self._dispatch(pdu):
                         return self._ended(self.close_reason or "unbound by the SMSC")
                 del buffer[:offset]
-                if self._delivers and self._delivers_read.is_set():
-                    self._delivers_read.clear()
-                    asyncio.get_running_loop().call_soon(self._read_delivers)
+                if self._delivers:
+                    if self._delivers_read.is_set():
+                        self._delivers_read.clear()
+                        asyncio.get_running_loop().call_soon(self._read_delivers)
+                    limit = self.config.max_unanswered_delivers
+                    if self._unanswered_delivers + len(self._delivers) >= limit:
+                        self._deliver_room.clear()  # _read_delivers decides again
         except asyncio.CancelledError:
             self._ended("stopped")
             raise
@@ -281,19 +361,35 @@ class SMPPSession:
         while delivers:
             self._dispatch(delivers.popleft())
         self._delivers_read.set()
+        if self._unanswered_delivers >= self.config.max_unanswered_delivers:
+            self._deliver_room.clear()
+        else:  # e.g. those read were refused at once: nothing for the owner to answer
+            self._deliver_room.set()
 
     def _ended(self, reason: str) -> str:
         self.close_reason = self.close_reason or reason
         return self.close_reason
 
     def _dispatch(self, data: bytes) -> bool:
-        """Handle one PDU; False when the session must end."""
+        """Handle one PDU; False when the session must end.
+
+        Whatever one PDU does to the code handling it, it costs that PDU only:
+        the error is logged with the PDU and the session reads on.
+        """
+        try:
+            return self._handle(data)
+        except Exception:
+            logger.exception("could not handle a PDU from the SMSC: %s", data[:512].hex())
+            return True
+
+    def _handle(self, data: bytes) -> bool:
         _, command_id, status, seq = peek_header(data)
         if command_id == 0x80000004:  # submit_sm_resp: the hot path, parsed by hand
             entry = self._in_flight.pop(seq, None)
             if entry is None:
                 logger.warning("submit_sm_resp for unknown sequence %d", seq)
                 return True
+            # Whole, however long: the owner decides what an id it cannot keep means.
             message_id = data[16:].split(b"\0", 1)[0].decode("latin-1") if status == 0 else ""
             self._reopen_window()
             self.on_submit_response(entry[0], status, message_id, seq)
@@ -302,14 +398,22 @@ class SMPPSession:
             try:
                 pdu = decode_deliver_sm(data)
             except PDUFormatError as exc:
-                # Permanent application error: resending the same bytes cannot help.
-                logger.warning("undecodable deliver_sm, refused with ESME_RX_P_APPN: %s", exc)
-                self._write(encode_deliver_sm_resp(seq, 0x65))
+                # Refused for good, never published: resending the same bytes cannot help.
+                logger.warning(
+                    "undecodable deliver_sm refused with %s: %s; PDU %s",
+                    status_name(exc.status),
+                    exc,
+                    data[:512].hex(),
+                )
+                self._write(encode_deliver_sm_resp(seq, exc.status))
                 return True
+            self._unanswered_delivers += 1
             self.on_deliver(pdu, seq)
             return True
         if command_id == 0x00000015:  # enquire_link
-            self._write(encode_pdu("enquire_link_resp", seq))
+            if self._peer_flooding():
+                return False
+            self._write(HEADER.pack(16, ENQUIRE_LINK_RESP, 0, seq))
             return True
         if command_id == 0x00000006:  # unbind from the SMSC: answer, then go
             self._write(encode_pdu("unbind_resp", seq))
@@ -332,8 +436,29 @@ class SMPPSession:
                 future.set_result(data)
             return True
         # A request we do not serve: say so, keep the session.
+        if self._peer_flooding():
+            return False
         logger.warning("unsupported PDU 0x%08X from the SMSC: generic_nack", command_id)
         self._write(encode_pdu("generic_nack", seq, status=0x03))
+        return True
+
+    def _peer_flooding(self) -> bool:
+        """Count one request of the SMSC's; True (and the link given up) past the rate.
+
+        A leaky bucket: the count drains at ``peer_request_rate`` a second and may
+        hold two seconds' worth, so a burst passes and a flood resets the link.
+        """
+        rate = self.config.peer_request_rate
+        if rate <= 0:
+            return False
+        now = time.monotonic()
+        self._peer_requests = max(0.0, self._peer_requests - (now - self._peer_requests_at) * rate)
+        self._peer_requests_at = now
+        self._peer_requests += 1
+        if self._peer_requests <= 2 * rate:
+            return False
+        self.close_reason = f"the SMSC sends requests faster than {rate:g} a second: link reset"
+        logger.error("SMPP %s", self.close_reason)
         return True
 
     def _reopen_window(self) -> None:
@@ -353,6 +478,8 @@ class SMPPSession:
                 self.on_submit_response(token, None, "", seq)
             if expired:
                 self._reopen_window()
+            if not self._deliver_room.is_set():
+                self._last_read = now  # not reading on purpose: the SMSC is not silent
             if now - self._last_read > cfg.link_timeout:
                 self.close_reason = f"no answer from the SMSC for {cfg.link_timeout:g} s"
                 self._abort()
@@ -404,8 +531,16 @@ class SMPPSession:
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(data)
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+            waiting = writer.transport.get_write_buffer_size()
+            if waiting > self.config.write_buffer_limit:
+                # The SMSC stopped reading (while flooding us, say): drop the link
+                # rather than hold its answers in memory without end.
+                self.close_reason = f"the SMSC does not read: {waiting} octets waiting to be sent"
+                logger.error("SMPP %s; dropping the link", self.close_reason)
+                writer.transport.abort()
 
     async def drain(self) -> None:
         """Let the socket buffer empty when it is full (back-pressure)."""

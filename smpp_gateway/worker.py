@@ -29,7 +29,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connection, connections
+from django.db import DataError, IntegrityError, close_old_connections, connection, connections
 from django.utils import timezone
 
 from messaging import store
@@ -41,6 +41,7 @@ from .command_status import BIND_REFUSED, Reaction, reaction_for, status_name
 from .deliver import read_deliver
 from .flow import AdaptiveRate
 from .pdu import as_text
+from .receipts import submit_id_problem
 from .session import BindRefused, LinkError, SessionConfig, SMPPSession
 from .submit_fields import submit_fields
 
@@ -53,6 +54,18 @@ RETRY_DELAYS = {
     Reaction.REBIND: 0.0,
 }
 RECEIVER_RETRY_LATER = 0x64  # ESME_RX_T_APPN: the SMSC keeps it and redelivers
+RECEIVER_PERMANENT = 0x65  # ESME_RX_P_APPN: we can never take it, resending cannot help
+# Errors that come from the data itself (a value the database refuses): the same
+# item fails the same way each time, so it is not tried again. Anything else
+# (the database down, a lock) is transient: the item waits, or the SMSC resends.
+PERMANENT_ERRORS = (DataError, IntegrityError, ValueError, TypeError, OverflowError)
+
+
+class WorkerTaskDied(RuntimeError):
+    """A long-running task of the worker ended with an error: ``run()`` raises this
+    (after handing back what it held) so that the process exits non-zero."""
+
+
 SWITCH_INTERVAL = 0.0005  # seconds a thread holds the GIL before it is passed on
 
 
@@ -94,6 +107,9 @@ class WorkerConfig:
             response_timeout=settings.SMPP_RESPONSE_TIMEOUT,
             enquire_link_interval=settings.SMPP_ENQUIRE_LINK_INTERVAL,
             link_timeout=settings.SMPP_LINK_TIMEOUT,
+            write_buffer_limit=settings.SMPP_WRITE_BUFFER_LIMIT,
+            peer_request_rate=settings.SMPP_PEER_REQUEST_RATE,
+            max_unanswered_delivers=settings.SMPP_MAX_UNANSWERED_DELIVERS,
         )
         values = {
             "session": session,
@@ -153,6 +169,7 @@ class SMPPWorker:
         self.rate = AdaptiveRate(config.max_rate)
         self._sent = 0  # submits since the last rate sample
         self._observed_rate = 0.0
+        self._died: WorkerTaskDied | None = None  # set when a long-running task died
 
     # --- the database thread -----------------------------------------------------------
 
@@ -223,7 +240,7 @@ class SMPPWorker:
                 self._session = None
                 await self._set_link("disconnected", reason)
                 logger.warning("SMPP disconnected: %s", reason)
-                if self._stopping.is_set():
+                if self._stopping.is_set() or self._died is not None:
                     break
             delay = self.config.reconnect_delays[
                 min(failures, len(self.config.reconnect_delays) - 1)
@@ -231,26 +248,60 @@ class SMPPWorker:
             failures += 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-        # A claim still running hands its parts back when it ends: wait for it.
-        await self._db(close_old_connections, executor=self._claim_executor)
-        await self._flush_all()
-        await self._set_link("stopped", "worker stopped")
-        if self._claim_executor is not None:
-            self._claim_executor.submit(connections.close_all)
-            self._claim_executor.shutdown(wait=True)
-        self._db_executor.shutdown(wait=True)
+        try:
+            # A claim still running hands its parts back when it ends: wait for it.
+            await self._db(close_old_connections, executor=self._claim_executor)
+            await self._flush_all()
+            if self._died is None:
+                await self._set_link("stopped", "worker stopped")
+            else:
+                await self._set_link("failed", str(self._died))
+        finally:
+            # The threads' connections go back (to the pool, or closed) as they end.
+            if self._claim_executor is not None:
+                self._claim_executor.submit(connections.close_all)
+                self._claim_executor.shutdown(wait=True)
+            self._db_executor.submit(connections.close_all)
+            self._db_executor.shutdown(wait=True)
+        if self._died is not None:
+            raise self._died from self._died.__cause__
 
     def _is_sole_worker(self) -> bool:
         """On SQLite there is only ever one worker: whatever is in flight is orphaned."""
         return connection.vendor == "sqlite"
 
+    def _watch(self, task: asyncio.Task, name: str, session: SMPPSession) -> asyncio.Task:
+        """Never silent: a long-running task that dies is logged with its traceback,
+        the link is closed (what was in flight is handed back as on link loss) and
+        ``run()`` raises ``WorkerTaskDied``. Cancellation (link lost, stop) is quiet."""
+
+        def done(task: asyncio.Task) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            exc = task.exception()
+            logger.error(
+                "worker task %s died; stopping the worker",
+                name,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            if self._died is None:
+                self._died = WorkerTaskDied(f"worker task {name} died: {exc!r}")
+                self._died.__cause__ = exc
+            session.close(f"worker task {name} died")
+
+        task.add_done_callback(done)
+        return task
+
     async def _serve(self, session: SMPPSession) -> str:
-        reader = asyncio.ensure_future(session.run())
+        reader = self._watch(asyncio.ensure_future(session.run()), "session reader", session)
         helpers = [
-            asyncio.ensure_future(self._feed(session)),
-            asyncio.ensure_future(self._flush_loop()),
-            asyncio.ensure_future(self._maintain()),
-            asyncio.ensure_future(self._answer_queries(session)),
+            self._watch(asyncio.ensure_future(coro), name, session)
+            for name, coro in (
+                ("feed", self._feed(session)),
+                ("flush loop", self._flush_loop()),
+                ("maintenance", self._maintain()),
+                ("query answers", self._answer_queries(session)),
+            )
         ]
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -280,6 +331,8 @@ class SMPPWorker:
                 for p in lost
             )
         await self._flush_all()
+        if self._died is not None:
+            return str(self._died)
         return reader.result() if reader.done() and not reader.cancelled() else "stopped"
 
     # --- submitting ------------------------------------------------------------------------
@@ -352,6 +405,7 @@ class SMPPWorker:
                     continue
                 now = time.monotonic()
                 stale = []
+                unsendable = 0
                 for _ in range(allowed):
                     deadline, part = unsent.popleft()
                     if deadline < now:
@@ -362,9 +416,14 @@ class SMPPWorker:
                     except LinkError:
                         unsent.appendleft((deadline, part))
                         return
+                    except Exception as exc:  # this part only: the loop goes on
+                        self._fail_unsendable(part, exc)
+                        unsendable += 1
+                        continue
                     self._sent += 1
+                if stale or unsendable:
+                    bucket.give_back(len(stale) + unsendable)
                 if stale:
-                    bucket.give_back(len(stale))
                     self._release(stale)
                 await session.drain()
         finally:
@@ -383,6 +442,32 @@ class SMPPWorker:
     def _unanswered(self) -> int:
         """deliver_sm received and not yet answered."""
         return self._answering + len(self._pending.receipts) + len(self._pending.fragments)
+
+    def _fail_unsendable(self, part: ClaimedPart, exc: Exception) -> None:
+        """A part whose submit_sm cannot be built or encoded (an address the field
+        cannot carry, say) fails alone, with the reason on its message's record."""
+        expected = isinstance(exc, ValueError)  # FieldError and the like: no traceback
+        logger.error(
+            "message %d part %d cannot be sent, failed: %s",
+            part.message_id,
+            part.index,
+            exc,
+            exc_info=None if expected else exc,
+            extra={"message_id": part.message_id, "part": part.index},
+        )
+        self._pending.outcomes.append(
+            SubmitOutcome(
+                part_id=part.part_id,
+                message_id=part.message_id,
+                outcome=SubmitOutcome.FAILED,
+                # What an SMSC answers such a field with (FieldError), so the API's
+                # answer names the field's fault; None for anything else.
+                command_status=getattr(exc, "status", None),
+                bind_id=self._session.bind_id if self._session else "",
+                detail=f"cannot be sent: {exc}",
+            )
+        )
+        self._flush_wanted.set()
 
     def _release(self, parts: list[ClaimedPart]) -> None:
         """Claimed parts that never left go back to the queue (not as duplicates)."""
@@ -404,6 +489,9 @@ class SMPPWorker:
                 await asyncio.sleep(self.config.poll_interval)
         except TimeoutError:
             pass
+        except Exception:  # a broken channel layer: the queue is polled all the same
+            logger.warning("worker bell not heard; polling", exc_info=True)
+            await asyncio.sleep(self.config.poll_interval)
 
     def _on_submit_response(
         self, part: ClaimedPart, status: int | None, message_id: str, sequence: int
@@ -424,6 +512,26 @@ class SMPPWorker:
                 sequence=sequence,
                 retry_at=timezone.now(),
                 detail="no submit_sm_resp in time",
+            )
+        elif status == 0 and (problem := submit_id_problem(message_id.strip())):
+            # Accepted, but with an id no receipt can match (none) or that the store
+            # would have to cut: a protocol error for this part, never a part waiting
+            # for ever or sharing its id with another.
+            logger.error(
+                "message %d part %d: %s; the part is failed",
+                part.message_id,
+                part.index,
+                problem,
+                extra={"message_id": part.message_id, "part": part.index},
+            )
+            outcome = SubmitOutcome(
+                part_id=part.part_id,
+                message_id=part.message_id,
+                outcome=SubmitOutcome.FAILED,
+                command_status=0,
+                bind_id=bind_id,
+                sequence=sequence,
+                detail=problem,
             )
         elif status == 0:
             outcome = SubmitOutcome(
@@ -537,7 +645,12 @@ class SMPPWorker:
         if layer is None:
             return
         while True:
-            request = await layer.receive(QUERY_CHANNEL)
+            try:
+                request = await layer.receive(QUERY_CHANNEL)
+            except Exception:  # a broken channel layer (Redis down): not a dead worker
+                logger.warning("could not read query requests; trying again", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
             reply: dict[str, Any] = {"type": "query.result"}
             try:
                 pdu = await session.query(
@@ -548,6 +661,9 @@ class SMPPWorker:
                 )
             except (TimeoutError, LinkError) as exc:
                 reply["error"] = f"no answer from the SMSC: {exc or type(exc).__name__}"
+            except Exception as exc:  # one question (an id query_sm cannot carry): its own
+                logger.warning("query_sm not sent: %s", exc)
+                reply["error"] = f"cannot ask the SMSC: {exc}"
             else:
                 reply.update(
                     command_status=pdu.status,
@@ -556,7 +672,7 @@ class SMPPWorker:
                     error_code=pdu.error_code,
                 )
             try:
-                await layer.send(request["reply_channel"], reply)
+                await layer.send(request.get("reply_channel", ""), reply)
             except Exception:  # the asker has gone; nothing is lost
                 logger.debug("query answer not delivered", exc_info=True)
 
@@ -565,10 +681,17 @@ class SMPPWorker:
     def _on_deliver(self, pdu: Any, sequence: int) -> None:
         try:
             item = read_deliver(pdu)
-        except Exception:
-            logger.exception("could not read deliver_sm %d; asking the SMSC to resend", sequence)
+        except Exception as exc:
+            # The same bytes would fail the same way: refused for good, not "retry".
+            logger.error(
+                "deliver_sm %d refused with ESME_RX_P_APPN: %s (%r)",
+                sequence,
+                exc,
+                pdu if isinstance(pdu, bytes) else {n: getattr(pdu, n, None) for n in _SEEN},
+                exc_info=None if isinstance(exc, ValueError) else exc,
+            )
             if self._session is not None:
-                self._session.respond_deliver(sequence, RECEIVER_RETRY_LATER)
+                self._session.respond_deliver(sequence, RECEIVER_PERMANENT)
             return
         if isinstance(item, ReceiptIn):
             late = False
@@ -620,7 +743,7 @@ class SMPPWorker:
         notes = Notifications()
         receipts = [item for item, _, _ in pending.receipts]
         max_attempts = self.config.max_attempts
-        receipt_status = 0
+        receipt_statuses = [0] * len(receipts)
         try:
             notes.merge(
                 await self._db(store.record_results, pending.outcomes, receipts, max_attempts)
@@ -628,41 +751,109 @@ class SMPPWorker:
         except Exception:
             logger.warning("could not write a batch of results; trying its parts apart")
             if pending.outcomes:
-                try:
-                    notes.merge(
-                        await self._db(store.record_results, pending.outcomes, (), max_attempts)
-                    )
-                except Exception:
-                    logger.exception(
-                        "could not record %d submit results; will retry", len(pending.outcomes)
-                    )
-                    self._pending.outcomes[:0] = pending.outcomes
-                    await asyncio.sleep(1)
-                    self._flush_wanted.set()
-            if receipts:
-                try:
-                    notes.merge(await self._db(store.record_results, (), receipts))
-                except Exception:
-                    logger.exception(
-                        "could not store %d deliver_sm; the SMSC will resend", len(receipts)
-                    )
-                    receipt_status = RECEIVER_RETRY_LATER
-        self._answer(pending.receipts, receipt_status)
+                await self._record_outcomes_apart(pending.outcomes, notes)
+            receipt_statuses = await self._store_each(receipts, _store_receipts, notes)
+        self._answer(pending.receipts, receipt_statuses)
         self._answering = len(pending.fragments)
         if pending.fragments:
-            try:
-                notes.merge(
-                    await self._db(self._store_fragments, [f for f, _, _ in pending.fragments])
-                )
-                status = 0
-            except Exception:
-                logger.exception(
-                    "could not store %d deliver_sm; the SMSC will resend", len(pending.fragments)
-                )
-                status = RECEIVER_RETRY_LATER
-            self._answer(pending.fragments, status)
+            statuses = await self._store_each(
+                [f for f, _, _ in pending.fragments], self._store_fragments, notes
+            )
+            self._answer(pending.fragments, statuses)
         self._answering = 0
         self._publish(notes)
+
+    async def _record_outcomes_apart(self, outcomes: list[SubmitOutcome], notes) -> None:
+        """Submit results whose batch failed: alone, then one by one when the data is
+        at fault. One the database refuses becomes a failure of its part (recorded
+        with the reason); if even that cannot be written it is dropped, logged, and
+        its part comes back when its lease runs out. A database that is down keeps
+        them all, to be tried again in a second."""
+        max_attempts = self.config.max_attempts
+        if len(outcomes) > 1:
+            try:
+                notes.merge(await self._db(store.record_results, outcomes, (), max_attempts))
+                return
+            except PERMANENT_ERRORS as exc:
+                logger.warning("a submit result cannot be written (%s); one by one now", exc)
+            except Exception:
+                logger.exception("could not record %d submit results; will retry", len(outcomes))
+                await self._requeue_outcomes(outcomes)
+                return
+        for outcome in outcomes:
+            try:
+                notes.merge(await self._db(store.record_results, [outcome], (), max_attempts))
+                continue
+            except PERMANENT_ERRORS as exc:
+                reason = exc
+            except Exception:
+                logger.exception("could not record a submit result; will retry")
+                await self._requeue_outcomes([outcome])
+                continue
+            failed = SubmitOutcome(
+                part_id=outcome.part_id,
+                message_id=outcome.message_id,
+                outcome=SubmitOutcome.FAILED,
+                command_status=outcome.command_status,
+                bind_id=outcome.bind_id,
+                detail=f"the SMSC's answer cannot be stored: {reason}",
+            )
+            logger.error(
+                "message %s part id %d: the SMSC's answer %r cannot be stored (%s); the part "
+                "is failed",
+                outcome.message_id,
+                outcome.part_id,
+                outcome,
+                reason,
+                extra={"message_id": outcome.message_id},
+            )
+            try:
+                notes.merge(await self._db(store.record_results, [failed], (), max_attempts))
+            except Exception:
+                logger.exception(
+                    "message %s part id %d: not even its failure can be stored; it goes back "
+                    "to the queue when its lease runs out",
+                    outcome.message_id,
+                    outcome.part_id,
+                )
+
+    async def _requeue_outcomes(self, outcomes: list[SubmitOutcome]) -> None:
+        """Results the database could not take now: first in line for the next write,
+        in a second."""
+        self._pending.outcomes[:0] = outcomes
+        await asyncio.sleep(1)
+        self._flush_wanted.set()
+
+    async def _store_each(self, items: list, write, notes) -> list[int]:
+        """Store deliver_sm contents; the deliver_sm_resp status of each.
+
+        All in one transaction first. If the database refuses the data, each is
+        stored on its own, so one bad deliver_sm never takes the good ones of its
+        batch down with it: one the store can never hold is refused for good
+        (ESME_RX_P_APPN) and logged whole, never "retry" for ever. A database that
+        is down gets them all answered "retry" (0x64): the SMSC keeps them.
+        """
+        if not items:
+            return []
+        try:
+            notes.merge(await self._db(write, items))
+            return [0] * len(items)
+        except PERMANENT_ERRORS as exc:
+            if len(items) == 1:
+                logger.error(
+                    "deliver_sm refused for good, the store cannot hold %r: %s", items[0], exc
+                )
+                return [RECEIVER_PERMANENT]
+            logger.warning(
+                "could not store %d deliver_sm (%s); storing them one by one", len(items), exc
+            )
+        except Exception:
+            logger.exception("could not store %d deliver_sm; the SMSC will resend", len(items))
+            return [RECEIVER_RETRY_LATER] * len(items)
+        statuses: list[int] = []
+        for item in items:
+            statuses += await self._store_each([item], write, notes)
+        return statuses
 
     def _publish(self, notes: Notifications) -> None:
         """Ring the bells in the background, in order: the next write need not wait."""
@@ -677,10 +868,10 @@ class SMPPWorker:
 
         self._publishing = asyncio.ensure_future(ring())
 
-    def _answer(self, delivered: list[tuple[Any, int, Any]], status: int) -> None:
+    def _answer(self, delivered: list[tuple[Any, int, Any]], statuses: list[int]) -> None:
         """deliver_sm_resp on the session each deliver_sm came in on; after a
         reconnection the old sequence numbers mean nothing: the SMSC resends."""
-        for _, sequence, session in delivered:
+        for (_, sequence, session), status in zip(delivered, statuses, strict=True):
             if session is not None and session is self._session:
                 session.respond_deliver(sequence, status)
 
@@ -760,6 +951,14 @@ class _RecentIds:
     def seen(self, ids) -> bool:
         self._rotate()
         return any(i in self._current or i in self._previous for i in ids)
+
+
+# Fields of a deliver_sm worth logging when it cannot be read.
+_SEEN = ("source_addr", "destination_addr", "esm_class", "data_coding", "short_message")
+
+
+def _store_receipts(receipts: list[ReceiptIn]) -> Notifications:
+    return store.record_results((), receipts)
 
 
 def _save_link_status(worker_id: str, state: str, detail: str) -> None:

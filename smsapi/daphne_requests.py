@@ -16,6 +16,13 @@ hands it to Twisted's logging, which daphne discards (it writes its own access
 log, ``--access-log``; only with ``-v 2`` or more does it pass Twisted's log on,
 where the line repeats daphne's): 2.4 % of the CPU of a ``/v1/send`` that
 stores nothing. Daphne's factory skips that line here.
+
+Daphne's own access log writes each request's path with its query string,
+where browsers' EventSource and WebSocket clients put their key
+(``?api_key=``): ``redact_access_log`` takes the key out of each line.
+
+Twisted keeps a request's whole body before daphne sees it:
+``bound_request_bodies`` keeps at most ``HTTP_MAX_BODY_SIZE`` of it.
 """
 
 from __future__ import annotations
@@ -61,3 +68,77 @@ def skip_twisted_access_log() -> bool:
 
 def _no_access_line(self, request) -> None:
     """Daphne's own access log (``--access-log``) records the request."""
+
+
+def redact_access_log() -> bool:
+    """Take ``api_key`` values out of daphne's access-log lines; False where
+    daphne is not installed or its access log has changed shape.
+
+    Daphne writes the lines itself (not through ``logging``, so the log
+    formatters never see them), from ``AccessLogGenerator.write_entry(host,
+    date, request, ...)`` with ``request`` as ``"GET /path?query"``;
+    tests/test_log_redaction.py fails if that changes.
+    """
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:
+        return False
+    from messaging.url_secrets import redact_url
+
+    write_entry = AccessLogGenerator.write_entry
+    if getattr(write_entry, "redacts_secrets", False):
+        return True
+    if "request" not in inspect.signature(write_entry).parameters:
+        return False
+
+    @functools.wraps(write_entry)
+    def redacted_write_entry(self, host, date, request, *args, **kwargs):
+        return write_entry(self, host, date, redact_url(request), *args, **kwargs)
+
+    redacted_write_entry.redacts_secrets = True
+    AccessLogGenerator.write_entry = redacted_write_entry
+    return True
+
+
+def bound_request_bodies() -> bool:
+    """Keep no more than ``HTTP_MAX_BODY_SIZE`` of any request body in daphne.
+
+    Twisted stores a whole body (in memory, then a temporary file) before daphne
+    hands the request on, so a body of any size would fill the disk before the
+    application could answer 413. Through Twisted's ``IRequest`` hooks
+    (``gotLength``, ``handleContentChunk``): past the limit the bytes of a body
+    with a declared length are dropped (the application answers 413 from that
+    length, ``smsapi.handlers``), and a connection sending a body without one
+    (chunked) is closed. False where daphne is not installed.
+    """
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:
+        return False
+    if getattr(WebRequest, "bounds_bodies", False):
+        return True
+    from django.conf import settings
+
+    got_length = WebRequest.gotLength
+    handle_chunk = WebRequest.handleContentChunk
+
+    @functools.wraps(got_length)
+    def gotLength(self, length):  # noqa: N802 - Twisted's name
+        self.body_declared_length = length
+        self.body_received = 0
+        limit = settings.HTTP_MAX_BODY_SIZE
+        got_length(self, length if length is None or length <= limit else 0)
+
+    @functools.wraps(handle_chunk)
+    def handleContentChunk(self, data):  # noqa: N802 - Twisted's name
+        received = getattr(self, "body_received", 0) + len(data)
+        self.body_received = received
+        if received <= settings.HTTP_MAX_BODY_SIZE:
+            handle_chunk(self, data)
+        elif getattr(self, "body_declared_length", None) is None:
+            self.channel.transport.abortConnection()  # no length to answer 413 from
+
+    WebRequest.gotLength = gotLength
+    WebRequest.handleContentChunk = handleContentChunk
+    WebRequest.bounds_bodies = True
+    return True

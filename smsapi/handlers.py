@@ -8,6 +8,9 @@ CSRF, authentication and messages; the API needs none of them (it is keyed by
 and ``/metrics`` go through ``API_MIDDLEWARE`` (natively async only) and every
 other path through ``MIDDLEWARE``. Measured: the API's request path went from
 ~16 thread hops to none.
+
+The API's handler also bounds the body it reads (``HTTP_MAX_BODY_SIZE``: 413
+JSON before storing any of it) and answers its own request errors as JSON.
 """
 
 from __future__ import annotations
@@ -15,13 +18,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
+import tempfile
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import close_old_connections
+from django.http import HttpResponse
 from django.urls import set_script_prefix
+
+from smsapi.middleware import api_error_for_exception, error_response
+
+logger = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    """The request's body is over ``HTTP_MAX_BODY_SIZE``."""
+
+
+def declared_length(scope) -> int | None:
+    """The request's Content-Length, None when absent or not a number."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def body_too_large() -> HttpResponse:
+    return error_response(
+        413, f"request body too large (at most {settings.HTTP_MAX_BODY_SIZE} bytes)"
+    )
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -53,8 +84,12 @@ class ApiASGIHandler(ASGIHandler):
         sent here, where it has no connection to close (measured: +22 % req/s).
         """
         try:
-            body_file = await self.read_body(receive)
+            body_file = await self.read_limited_body(scope, receive)
         except RequestAborted:
+            return
+        except BodyTooLarge:
+            # Answered before Django sees it: nothing reads a body of any size.
+            await self.send_response(body_too_large(), send)
             return
         set_script_prefix(get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
@@ -99,6 +134,44 @@ class ApiASGIHandler(ASGIHandler):
             else:
                 response.close()
         body_file.close()
+
+    async def read_limited_body(self, scope, receive):
+        """Django's ``read_body`` with a bound: ``BodyTooLarge`` past
+        ``HTTP_MAX_BODY_SIZE`` (declared or as it arrives), before it is stored."""
+        limit = settings.HTTP_MAX_BODY_SIZE
+        declared = declared_length(scope)
+        if declared is not None and declared > limit:
+            raise BodyTooLarge
+        body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by handle()
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                body_file.close()
+                raise BodyTooLarge
+            body_file.write(chunk)
+            if not message.get("more_body", False):
+                break
+        body_file.seek(0)
+        return body_file
+
+    def create_request(self, scope, body_file):
+        """Django's, with its two error answers (a path that is not UTF-8, a
+        body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``) as JSON."""
+        try:
+            return self.request_class(scope, body_file), None
+        except UnicodeDecodeError:
+            logger.warning("Bad Request (UnicodeDecodeError)", exc_info=True)
+            return None, error_response(400, "the request is not valid UTF-8")
+        except RequestDataTooBig as exc:
+            return None, api_error_for_exception(exc)
 
     def make_view_atomic(self, view):
         """Sync views (health, metrics, the schema) open and close their own connection.

@@ -41,7 +41,15 @@ DEBUG = env_bool("DEBUG")
 # Without SECRET_KEY a random key is made per process: fine for the demo, but
 # sessions (the admin login) then do not survive a restart or span processes.
 SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
+# The Host names the server answers to. Unset: the loopback names only, so a
+# server exposed by mistake does not answer a DNS-rebinding page; set it (or "*")
+# for any other name. Checked for the pages by Django and for /v1 by
+# smsapi.middleware.ApiErrorsMiddleware (/healthz, /readyz, /metrics answer any).
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+    if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
@@ -76,8 +84,12 @@ MIDDLEWARE = [
 # only natively async middleware, so a request never waits for a shared thread.
 API_MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
-    "smsapi.middleware.nosniff",
+    # JSON errors (404, 405, 413, 500, 503 on a database outage), the Host check, nosniff.
+    "smsapi.middleware.ApiErrorsMiddleware",
 ]
+# Bodies over this many bytes get 413 before anything reads them (the API's paths;
+# DATA_UPLOAD_MAX_MEMORY_SIZE, Django's 2.5 MB, still bounds form fields).
+HTTP_MAX_BODY_SIZE = env_int("HTTP_MAX_BODY_SIZE", 10 * 1024 * 1024)
 
 ROOT_URLCONF = "smsapi.urls"
 APPEND_SLASH = False
@@ -109,15 +121,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # (SQLite's own busy handler lets a newcomer in ahead of one that has waited).
     DATABASES["default"]["ENGINE"] = "smsapi.sqlite_backend"
     DATABASES["default"]["OPTIONS"] = {
+        # busy_timeout: how long a writer waits for the lock held by another process
+        # (a manage.py command, a second server), SQLITE_BUSY_TIMEOUT seconds.
         "init_command": (
-            "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=10000;"
+            "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"
+            f"PRAGMA busy_timeout={round(env_float('SQLITE_BUSY_TIMEOUT', 10.0) * 1000)};"
         ),
         # Writers take the lock at BEGIN, so two writers queue on busy_timeout
         # instead of failing with "database is locked" on lock upgrade.
         "transaction_mode": "IMMEDIATE",
         # How long a writer of this process waits for its turn (smsapi/sqlite_backend);
-        # then at most busy_timeout for writers of other processes.
-        "timeout": 20,
+        # then at most busy_timeout for writers of other processes. Past it the
+        # API answers 503. Not shorter by default: under a burst of batches turns
+        # queue for seconds, and refusing them would turn a slow answer into a retry.
+        "timeout": env_float("SQLITE_WRITE_TIMEOUT", 20.0),
     }
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
         # A file (the tests' server and worker processes open it too), one per run.
@@ -133,8 +150,22 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql") and env_bool(
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env_int("DB_POOL_SIZE", 10),  # per process
-        "timeout": 10,
+        # How long a request waits for a connection: with the database down, the
+        # time before the API answers 503 (psycopg_pool's PoolTimeout).
+        "timeout": env_float("DB_POOL_TIMEOUT", 2.0),
     }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # libpq's connect_timeout (whole seconds, at least 2): a host that drops packets
+    # fails a connection attempt after this, instead of the OS's minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 3)
+    )
+# PostgreSQL statement_timeout of the server processes (the ASGI application, see
+# smsapi/asgi.py), in seconds; 0: none. The worker, the webhook sender and the
+# management commands (migrate rebuilds indexes for minutes) keep no timeout.
+DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 30.0)
+# Retry-After of the API's 503 while the store is unavailable.
+STORE_UNAVAILABLE_RETRY_AFTER = env_int("STORE_UNAVAILABLE_RETRY_AFTER", 2)
 
 # Async views run their store work in threads of their own. The test suite turns
 # this on so that they run on the test's thread, inside its transaction.
@@ -142,6 +173,50 @@ STORE_ON_CALLER_THREAD = False
 
 if os.environ.get("SMSAPI_TEST_DB_NAME"):  # lets two test runs share one PostgreSQL
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["SMSAPI_TEST_DB_NAME"]
+
+# --- supervision limits ---
+# Address of `make run` / `manage.py serve`: loopback unless told otherwise (the
+# demo is open; 0.0.0.0 exposes it, see smsapi/startup_checks.py). Docker sets 0.0.0.0.
+HTTP_HOST = os.environ.get("HTTP_HOST", "127.0.0.1")
+# /readyz waits at most this long for the store, then answers 503 (messaging/health.py).
+READINESS_TIMEOUT = env_float("READINESS_TIMEOUT", 0.8)
+# Test only: the process also runs a task that raises once this file exists, so the
+# test suite can watch supervision at work (messaging/supervision.py). Empty: off.
+SMSAPI_TEST_TASK_DEATH_FILE = os.environ.get("SMSAPI_TEST_TASK_DEATH_FILE", "")
+
+# --- webhooks limits ---
+# Webhooks may go to loopback, private, link-local... addresses (development and
+# tests only): off, such a destination is refused at acceptance and connect time.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+
+# --- streams limits ---
+# A stream whose client has read nothing (its send buffer stays above the high-water
+# mark) for this long is disconnected (SSE and both WebSockets).
+STREAM_STALL_TIMEOUT = env_float("STREAM_STALL_TIMEOUT", 60.0)
+# JSON-RPC calls running at once on one socket; past it the socket is not read.
+JSONRPC_MAX_IN_FLIGHT = env_int("JSONRPC_MAX_IN_FLIGHT", 32)
+# Largest JSON-RPC frame read (bytes); a larger one gets an error answer.
+JSONRPC_MAX_FRAME_BYTES = env_int("JSONRPC_MAX_FRAME_BYTES", 65536)
+# Seconds between checks that the keys of open sockets and streams are still valid.
+KEY_RECHECK_INTERVAL = env_float("KEY_RECHECK_INTERVAL", 5.0)
+
+# --- API edge limits ---
+# How far ahead `schedule` and `validity` may lie, in seconds (messaging/send_times.py;
+# never more than 50 years, what SMPP's relative time and every store can hold).
+SMS_MAX_SCHEDULE_AHEAD = env_float("SMS_MAX_SCHEDULE_AHEAD", 365 * 86400.0)
+SMS_MAX_VALIDITY = env_float("SMS_MAX_VALIDITY", 365 * 86400.0)
+# Deepest nesting of a JSON body or JSON-RPC frame (messaging/json_input.py).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32)
+
+# --- SMSC limits ---
+# Octets of answers waiting in the worker's write buffer for an SMSC that does not
+# read; past it the link is dropped (smpp_gateway/session.py).
+SMPP_WRITE_BUFFER_LIMIT = env_int("SMPP_WRITE_BUFFER_LIMIT", 1024 * 1024)
+# Requests a second the SMSC may send besides deliver_sm (enquire_link, unknown
+# commands), two seconds' worth in a burst; past it the link is reset. 0: no limit.
+SMPP_PEER_REQUEST_RATE = env_float("SMPP_PEER_REQUEST_RATE", 200.0)
+# deliver_sm read and not yet answered; past it the worker stops reading the link.
+SMPP_MAX_UNANSWERED_DELIVERS = env_int("SMPP_MAX_UNANSWERED_DELIVERS", 5000)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -248,14 +323,19 @@ SMSAPI_AUTH = (os.environ.get("SMSAPI_AUTH") or "off").strip().lower()
 if SMSAPI_AUTH not in ("required", "off"):
     raise ImproperlyConfigured(f'SMSAPI_AUTH="{SMSAPI_AUTH}": "required" or "off" expected')
 
-# CORS (django-cors-headers): "*" (the demo default) allows every origin, else a
-# comma-separated list of origins. Never with credentials: keys travel in a
-# header the page sets itself, not in cookies.
+# CORS (django-cors-headers): "*" allows every origin, else a comma-separated list
+# of origins. Never with credentials: keys travel in a header the page sets
+# itself, not in cookies. Unset: "*" when keys are required (a page must still
+# hold a key), else only pages served from a loopback address: with auth off,
+# "*" would let any web site that a user of the host visits read the API.
+_cors_default = "*" if SMSAPI_AUTH == "required" else ""
 _cors_origins = [
-    o.strip() for o in os.environ.get("CORS_ALLOWED_ORIGINS", "*").split(",") if o.strip()
+    o.strip() for o in os.environ.get("CORS_ALLOWED_ORIGINS", _cors_default).split(",") if o.strip()
 ]
 CORS_ALLOW_ALL_ORIGINS = _cors_origins == ["*"]
 CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _cors_origins
+if "CORS_ALLOWED_ORIGINS" not in os.environ and not CORS_ALLOW_ALL_ORIGINS:
+    CORS_ALLOWED_ORIGIN_REGEXES = [r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"]
 CORS_ALLOW_CREDENTIALS = False
 CORS_ALLOW_HEADERS = (*default_headers, "idempotency-key", "last-event-id")
 CORS_EXPOSE_HEADERS = ["Retry-After", "WWW-Authenticate"]
@@ -263,10 +343,11 @@ CORS_EXPOSE_HEADERS = ["Retry-After", "WWW-Authenticate"]
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "messaging.content_negotiation.UsualAcceptNegotiation",
+    # DRF's, with bounded size and depth and strict decoding (messaging/parsers.py).
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "messaging.parsers.JSONParser",
+        "messaging.parsers.FormParser",
+        "messaging.parsers.MultiPartParser",
     ],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
@@ -283,6 +364,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+# Admin logins (messaging/login_throttle.py): after this many failures within
+# ADMIN_LOGIN_LOCKOUT seconds, from one client address or for one username, that
+# address or username is refused until the window has passed.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5)
+ADMIN_LOGIN_LOCKOUT = env_int("ADMIN_LOGIN_LOCKOUT", 900)
+
 # /readyz: a worker whose heartbeat is older than this no longer counts as bound.
 HEALTH_HEARTBEAT_MAX_AGE = env_float("HEALTH_HEARTBEAT_MAX_AGE", 15.0)
 

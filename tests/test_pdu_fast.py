@@ -7,9 +7,15 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smpplib import smpp
 
 from smpp_gateway.pdu import (
+    ESME_RINVCMDLEN,
+    ESME_RINVMSGLEN,
+    FieldError,
     PDUFormatError,
+    _FixedSequence,
+    check_deliver_sm_structure,
     decode_deliver_sm,
     decode_pdu,
     encode_deliver_sm_resp,
@@ -42,10 +48,44 @@ submit_fields = st.fixed_dictionaries(
 )
 
 
+def smpplib_bytes(command: str, sequence: int, status: int = 0, **fields) -> bytes:
+    """smpplib's own bytes, without our checks of what the fields may carry (so the
+    tests can also build the PDUs a hostile SMSC sends)."""
+    pdu = smpp.make_pdu(command, client=_FixedSequence(sequence), **fields)
+    pdu.sequence = sequence
+    pdu.status = status
+    return pdu.generate()
+
+
+def fits(fields: dict) -> bool:
+    """Every C-string within its field, printable ASCII (what the encoders accept)."""
+    limits = {"source_addr": 20, "destination_addr": 20, "validity_period": 16}
+    return all(
+        len(fields[name]) <= limit and fields[name].isascii() and fields[name].isprintable()
+        for name, limit in limits.items()
+        if fields.get(name)
+    )
+
+
+def same_submit_sm(sequence: int, fields: dict) -> None:
+    """Our bytes are smpplib's; a field smpplib would cut or fail on is refused by both
+    of our encoders (before a byte is written) with FieldError."""
+    if fits(fields):
+        assert encode_submit_sm(sequence, **fields) == smpplib_bytes(
+            "submit_sm", sequence, **fields
+        )
+        assert encode_pdu("submit_sm", sequence, **fields) == encode_submit_sm(sequence, **fields)
+    else:
+        with pytest.raises(FieldError):
+            encode_submit_sm(sequence, **fields)
+        with pytest.raises(FieldError):
+            encode_pdu("submit_sm", sequence, **fields)
+
+
 @settings(max_examples=400, deadline=None)
 @given(fields=submit_fields, sequence=st.integers(1, 0x7FFFFFFF))
 def test_submit_sm_bytes_are_smpplibs(fields, sequence):
-    assert encode_submit_sm(sequence, **fields) == encode_pdu("submit_sm", sequence, **fields)
+    same_submit_sm(sequence, fields)
 
 
 @settings(max_examples=100, deadline=None)
@@ -53,7 +93,33 @@ def test_submit_sm_bytes_are_smpplibs(fields, sequence):
 def test_submit_sm_with_message_payload_is_smpplibs(payload, fields):
     fields = {k: v for k, v in fields.items() if k != "short_message"}
     fields["message_payload"] = payload
-    assert encode_submit_sm(9, **fields) == encode_pdu("submit_sm", 9, **fields)
+    same_submit_sm(9, fields)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("destination_addr", "Ω"),
+        ("destination_addr", "4479\U0001f600"),
+        ("source_addr", "caf\xe9"),
+        ("destination_addr", "4" * 21),
+        ("destination_addr", "447\x00123"),
+        ("source_addr", "a\nb"),
+        ("validity_period", "0" * 17),
+    ],
+)
+def test_a_field_it_cannot_carry_never_reaches_the_wire(name, value):
+    with pytest.raises(FieldError, match=name):
+        encode_submit_sm(1, **{name: value, "short_message": b"x"})
+    with pytest.raises(FieldError, match=name):
+        encode_pdu("submit_sm", 1, **{name: value, "short_message": b"x"})
+
+
+def test_other_pdus_check_their_c_strings_too():
+    with pytest.raises(FieldError, match="message_id"):
+        encode_pdu("query_sm", 1, message_id="a" * 65)  # smpplib would ask about a cut id
+    with pytest.raises(FieldError, match="short_message"):
+        encode_submit_sm(1, short_message=b"x" * 255)
 
 
 def test_submit_sm_refuses_text_in_both_places_as_smpplib_does():
@@ -131,12 +197,22 @@ deliver_fields = st.fixed_dictionaries(
 
 
 def same_fields(data: bytes) -> None:
-    """decode_deliver_sm and decode_pdu agree on every field, or both refuse the PDU."""
+    """decode_deliver_sm and decode_pdu agree on every field, or both refuse the PDU,
+    or the body is shorter than its fields say: smpplib reads that (its text cut
+    short), decode_deliver_sm refuses it with the status to answer."""
     try:
         expected = decode_pdu(data)
     except PDUFormatError:
         with pytest.raises(PDUFormatError):
             decode_deliver_sm(data)
+        return
+    try:
+        check_deliver_sm_structure(data)
+    except PDUFormatError as exc:
+        assert exc.status in (ESME_RINVMSGLEN, ESME_RINVCMDLEN)
+        with pytest.raises(PDUFormatError) as refused:
+            decode_deliver_sm(data)
+        assert refused.value.status == exc.status
         return
     got = decode_deliver_sm(data)
     for name in FIELDS:
@@ -146,7 +222,7 @@ def same_fields(data: bytes) -> None:
 @settings(max_examples=400, deadline=None)
 @given(fields=deliver_fields, sequence=st.integers(1, 0x7FFFFFFF))
 def test_deliver_sm_fields_are_smpplibs(fields, sequence):
-    same_fields(encode_pdu("deliver_sm", sequence, **fields))
+    same_fields(smpplib_bytes("deliver_sm", sequence, **fields))
 
 
 @settings(max_examples=300, deadline=None)
@@ -158,7 +234,7 @@ def test_deliver_sm_fields_are_smpplibs(fields, sequence):
 )
 def test_odd_deliver_sm_are_read_as_smpplib_reads_them(fields, cut, extra, unknown_tlv):
     """Truncated PDUs, trailing junk, unknown and known-but-unhandled TLVs."""
-    data = encode_pdu("deliver_sm", 5, **fields)
+    data = smpplib_bytes("deliver_sm", 5, **fields)
     body = data[16:]
     if unknown_tlv:
         body += struct.pack(">HH", 0x1403, 2) + b"\x01\x02"  # a vendor TLV: skipped
@@ -192,3 +268,22 @@ def test_a_deliver_sm_ending_at_sm_length_has_no_short_message():
         decode_deliver_sm(struct.pack(">LLLL", 16 + len(body), 5, 0, 1) + body).short_message
         is None
     )
+
+
+def test_a_truncated_deliver_sm_is_refused_never_read_short():
+    data = smpplib_bytes(
+        "deliver_sm", 4, source_addr="1", destination_addr="2", short_message=b"hello"
+    )
+    body = data[16:-2]  # sm_length says 5, 3 octets follow
+    with pytest.raises(PDUFormatError) as refused:
+        decode_deliver_sm(struct.pack(">LLLL", 16 + len(body), 5, 0, 4) + body)
+    assert refused.value.status == ESME_RINVMSGLEN and refused.value.sequence == 4
+    tlv = (
+        data[16:] + struct.pack(">HH", 0x0427, 5) + b"\x02"
+    )  # message_state: 5 octets said, 1 sent
+    with pytest.raises(PDUFormatError) as refused:
+        decode_deliver_sm(struct.pack(">LLLL", 16 + len(tlv), 5, 0, 4) + tlv)
+    assert refused.value.status == ESME_RINVCMDLEN
+    no_nul = b"\0\1\1" + b"4477" * 8  # source_addr never ends
+    with pytest.raises(PDUFormatError):
+        decode_deliver_sm(struct.pack(">LLLL", 16 + len(no_nul), 5, 0, 4) + no_nul)

@@ -113,9 +113,15 @@ def test_long_hex_id_with_dashes():
     assert r.smsc_id == long_id
 
 
-def test_id_longer_than_smpp_allows_is_cut_to_65():
+def test_id_longer_than_smpp_allows_is_kept_whole():
     r = parse_receipt(b"id:" + b"a" * 80 + b" stat:DELIVRD")
-    assert r.smsc_id == "a" * 65
+    assert r.smsc_id == "a" * 80  # SMSCs send ids past SMPP's 64: the store keeps them
+
+
+def test_id_longer_than_the_store_keeps_is_left_unmatched_never_cut():
+    # Cut, it could be another part's id; empty, the receipt is kept unmatched.
+    r = parse_receipt(b"id:" + b"a" * 300 + b" stat:DELIVRD")
+    assert r.smsc_id == "" and r.stat == "DELIVRD"
 
 
 @pytest.mark.parametrize(

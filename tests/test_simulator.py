@@ -742,7 +742,29 @@ async def test_max_window_with_response_delay(start_sim):
     assert [r.status for r in responses] == [0x58, 0x58, 0x58, 0, 0]
     assert [by_sequence[s] for s in sequences] == [0, 0, 0x58, 0x58, 0x58]
     stats = sim.stats()
-    assert (stats["window_violations"], stats["max_outstanding_seen"]) == (3, 2)
+    # The client had five out at once (the three refused ones included).
+    assert (stats["window_violations"], stats["max_outstanding_seen"]) == (3, 5)
+    await client.close()
+
+
+async def test_the_window_is_measured_when_responses_are_immediate(start_sim):
+    """The fault suite's window check must be able to fail in every scenario: ten
+    submits written together are ten outstanding, though each is answered at once."""
+    sim = await start_sim(max_window=4)
+    client = await bound_client(sim)
+    client.writer.write(
+        b"".join(
+            encode_pdu("submit_sm", 100 + n, destination_addr="4917012345", short_message=b"w")
+            for n in range(10)
+        )
+    )
+    statuses = [(await client.expect("submit_sm_resp")).status for _ in range(10)]
+    assert statuses == [0] * 4 + [0x58] * 6
+    stats = sim.stats()
+    assert (stats["max_outstanding_seen"], stats["window_violations"]) == (10, 6)
+    client.submit()  # one at a time: the window is free again
+    assert (await client.expect("submit_sm_resp")).status == 0
+    assert sim.stats()["outstanding"] == 0
     await client.close()
 
 

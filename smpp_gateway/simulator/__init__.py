@@ -55,7 +55,9 @@ Delivery to the client (receipts and MO alike)
     unanswered per session). A deliver_sm answered with a non-zero status (e.g.
     0x64 ESME_RX_T_APPN) or not answered within ``deliver_timeout`` is sent
     again after ``redeliver_delay``; those unanswered when a connection drops
-    are sent again on the next bind. Nothing is lost until the client says 0.
+    are sent again on the next bind. Only "not now" statuses (0x64, 0x58, 0x14,
+    0x08) are retried; any other error refuses the deliver_sm for good and it is
+    dropped (``deliveries_refused``), as a real SMSC drops it.
 
 Incoming messages
     ``inject_mo(src, dst, text, encoding="gsm7"|"ucs2"|"latin1",
@@ -70,6 +72,16 @@ Faults (``SimulatorConfig`` fields, same-named CLI flags)
     session received, once it is handled), ``disconnect_every_seconds``,
     ``receipt_before_response``, ``malformed_rate`` (a PDU with command_id
     0x000000FF before the submit_sm_resp). ``stats()`` counts what happened.
+    The window (``max_outstanding_seen``, ``max_window``) is measured in every
+    scenario: a submit is outstanding from its read until its response is written.
+
+A hostile SMSC (same-named CLI flags; docs/simulator.md)
+    ``message_id_length`` (ids longer than SMPP's 64), ``empty_id_rate`` (status
+    0 without an id), ``receipt_nul`` (NUL in receipt texts),
+    ``truncated_deliver_rate`` (deliver_sm bodies cut short), ``flood_after_pdus``
+    / ``flood_rate`` (stop reading and flood with enquire_link),
+    ``pdus_before_bind_resp`` (an enquire_link and an MO before bind_resp),
+    ``mo_source_addr_length`` (MO source_addr longer than SMPP allows).
 
 Control from another process
     ``control_port``: a small HTTP/JSON interface, see ``control``.

@@ -119,6 +119,36 @@ class SimulatorConfig:
         0.0, "share of submits whose resp is preceded by a PDU of unknown command_id 0xFF"
     )
 
+    # A hostile SMSC (issue 18): what a gateway must survive without losing anything.
+    message_id_length: int = setting(
+        0,
+        "message ids this many characters long (SMPP allows 64; a fixed prefix, then the "
+        "number); 0 = the plain number",
+    )
+    empty_id_rate: float = setting(
+        0.0, "share of accepted submits answered status 0 with an empty message_id"
+    )
+    receipt_nul: bool = setting(False, "receipt texts carry NUL octets")
+    truncated_deliver_rate: float = setting(
+        0.0,
+        "share of receipts preceded by a deliver_sm whose body is cut short (sm_length or "
+        "a TLV running past the end)",
+    )
+    flood_after_pdus: int = setting(
+        0,
+        "after N PDUs of a session, stop reading it and flood it with enquire_link until "
+        "the client drops the link; 0 = off",
+    )
+    flood_rate: int = setting(20000, "enquire_link a second while flooding")
+    pdus_before_bind_resp: bool = setting(
+        False, "answer a bind with an enquire_link and an incoming message first, then bind_resp"
+    )
+    mo_source_addr_length: int = setting(
+        0,
+        "incoming messages' source_addr padded with digits to this length (over 20: more "
+        "than SMPP allows); 0 = as given",
+    )
+
     # Housekeeping.
     record_limit: int = setting(100_000, "accepted submits kept in memory (oldest dropped)")
     seed: int | None = setting(None, "random seed, for reproducible faults")
@@ -128,7 +158,13 @@ class SimulatorConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` on a setting that cannot work."""
-        for name in ("error_rate", "drop_response_rate", "malformed_rate"):
+        for name in (
+            "error_rate",
+            "drop_response_rate",
+            "malformed_rate",
+            "empty_id_rate",
+            "truncated_deliver_rate",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
@@ -143,9 +179,20 @@ class SimulatorConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("max_window", "disconnect_every_pdus", "deliver_window", "max_binds_per_user"):
+        for name in (
+            "max_window",
+            "disconnect_every_pdus",
+            "deliver_window",
+            "max_binds_per_user",
+            "flood_after_pdus",
+            "flood_rate",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.message_id_length and not 20 <= self.message_id_length <= 60000:
+            raise ValueError("message_id_length must be 0 or between 20 and 60000")
+        if self.mo_source_addr_length and not 1 <= self.mo_source_addr_length <= 1000:
+            raise ValueError("mo_source_addr_length must be 0 or between 1 and 1000")
         if self.deliver_timeout == 0:
             raise ValueError("deliver_timeout must be positive")
         if self.record_limit < 1:

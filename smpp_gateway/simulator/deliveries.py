@@ -25,6 +25,7 @@ log = logging.getLogger("smpp_gateway.simulator")
 
 RECEIPT = "receipt"
 MO = "mo"
+JUNK = "junk"  # a deliver_sm with a body cut short (truncated_deliver_rate)
 
 
 @dataclass(slots=True, eq=False)

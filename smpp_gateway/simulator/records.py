@@ -38,7 +38,8 @@ class SubmitRecord:
     message_state: int = ENROUTE  # final state once the handset "got" it
     error_code: int = 0
     final_at: float | None = None
-    receipt: str = ""  # "", "queued", "sent", "acknowledged"
+    receipt: str = ""  # "", "queued", "sent", "acknowledged", "refused"
+    empty_id: bool = False  # accepted, but answered with an empty message_id (empty_id_rate)
 
     @property
     def text_octets(self) -> bytes:
@@ -89,6 +90,13 @@ class Stats:
     generic_nacks_sent: int = 0
     generic_nacks_received: int = 0
     malformed_sent: int = 0
+    deliveries_refused: int = 0  # deliver_sm answered with a permanent error: dropped
+    empty_ids_sent: int = 0
+    truncated_sent: int = 0  # deliver_sm with a body cut short (retries included)
+    truncated_accepted: int = 0  # ... that a client answered 0 (it read garbage)
+    floods: int = 0  # sessions flooded with enquire_link while not read
+    flood_pdus_sent: int = 0
+    pre_bind_pdus_sent: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

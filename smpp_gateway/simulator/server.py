@@ -16,17 +16,19 @@ from smpp_gateway.pdu import as_text
 
 from .config import STATE_BY_STAT, SimulatorConfig
 from .control import ControlServer
-from .deliveries import MO, RECEIPT, Delivery, Outbox, Timers
+from .deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, Timers
 from .records import Stats, SubmitRecord
 from .session import ESME_RALYBND, SMPPSession
 from .texts import receipt_text, smpp_absolute_time, split_mo, user_text
-from .wire import deliver_sm
+from .wire import ADDRESS_MAX, deliver_sm, truncated
 
 log = logging.getLogger("smpp_gateway.simulator")
 
 ESME_RINVPASWD = 0x0E
 ESME_RINVSYSID = 0x0F
 GSM_NETWORK = 3  # network_error_code's first octet: the error comes from a GSM network
+JUNK_SOURCE = "66600000"  # the source_addr of the deliver_sm cut short (truncated_deliver_rate)
+LONG_ID_PREFIX = "hostile-smsc-id-"  # message_id_length: ids share it, as cut ones would
 STOP_GRACE = 1.0  # seconds stop() waits for clients to answer our unbind
 
 
@@ -234,6 +236,10 @@ class SMSCSimulator:
         parts = split_mo(text, encoding, split, reference)
         if out_of_order:
             parts.reverse()
+        address_limit = ADDRESS_MAX
+        if self.config.mo_source_addr_length:  # a source_addr longer than SMPP allows
+            src = src.ljust(self.config.mo_source_addr_length, "0")
+            address_limit = max(ADDRESS_MAX, len(src))
         source_ton, source_npi = _ton_npi(src)
         dest_ton, dest_npi = _ton_npi(dst)
         owner = system_id or self.config.system_id
@@ -248,6 +254,7 @@ class SMSCSimulator:
                 esm_class=part.esm_class,
                 data_coding=part.data_coding,
                 short_message=part.short_message,
+                address_limit=address_limit,
                 **part.sar,
             )
             if part.message_payload is not None:
@@ -307,6 +314,10 @@ class SMSCSimulator:
         """Give an accepted submit_sm its message id and log it."""
         number = self._next_message_id
         self._next_message_id += 1
+        id_str = format(number, "x") if self.config.hex_ids else str(number)
+        if self.config.message_id_length:
+            # Longer than SMPP's 64, sharing a long prefix: cut, they would all be one id.
+            id_str = LONG_ID_PREFIX.ljust(self.config.message_id_length - len(id_str), "x") + id_str
         short_message = pdu.short_message or b""
         payload = pdu.message_payload
         key = hash(
@@ -326,7 +337,7 @@ class SMSCSimulator:
         record = SubmitRecord(
             index=self.next_index,
             message_id=number,
-            id_str=format(number, "x") if self.config.hex_ids else str(number),
+            id_str=id_str,
             system_id=session.system_id,
             session=session.id,
             source_addr=as_text(pdu.source_addr),
@@ -383,6 +394,9 @@ class SMSCSimulator:
         if wanted == 1 or (wanted == 2 and stat != "DELIVRD"):
             self.counters.receipts_generated += 1
             record.receipt = "queued"
+            rate = self.config.truncated_deliver_rate
+            if rate and self.random.random() < rate:
+                self.outbox.put(Delivery(JUNK, record.system_id, self._truncated_pdu()))
             pdu = self._receipt_pdu(record, stat, error)
             self.outbox.put(Delivery(RECEIPT, record.system_id, pdu, record))
 
@@ -401,6 +415,12 @@ class SMSCSimulator:
             return "EXPIRED"
         return "DELIVRD"
 
+    def _truncated_pdu(self) -> bytes:
+        """An incoming message whose body is cut short (one of two ways, in turn)."""
+        self.counters.truncated_sent += 1
+        pdu = deliver_sm(0, source_addr=JUNK_SOURCE, destination_addr="1", short_message=b"junk!")
+        return truncated(pdu, self.counters.truncated_sent % 2)
+
     def _receipt_pdu(self, record: SubmitRecord, stat: str, error: int) -> bytes:
         """The receipt deliver_sm, from the handset (the submit's destination) to its source."""
         config = self.config
@@ -418,11 +438,13 @@ class SMSCSimulator:
             fields["short_message"] = receipt_text(
                 record.message_id, stat, error, record.received_at, record.final_at or 0.0, text
             )
+            if config.receipt_nul:  # PostgreSQL's text cannot hold these
+                fields["short_message"] += b"\0\0nul\0"
         if config.receipt_tlvs:
             fields["receipted_message_id"] = record.id_str
             fields["message_state"] = record.message_state
             fields["network_error_code"] = bytes((GSM_NETWORK,)) + error.to_bytes(2, "big")
-        return deliver_sm(0, **fields)
+        return deliver_sm(0, message_id_limit=max(64, len(record.id_str)), **fields)
 
     def final_date(self, record: SubmitRecord) -> str:
         """query_sm_resp's final_date: empty while the message is en route."""
@@ -434,8 +456,17 @@ class SMSCSimulator:
             self.counters.receipts_acknowledged += 1
             if delivery.record is not None:
                 delivery.record.receipt = "acknowledged"
+        elif delivery.kind == JUNK:
+            self.counters.truncated_accepted += 1  # the client took garbage for a message
         else:
             self.counters.mo_acknowledged += 1
+
+    def refused(self, delivery: Delivery, status: int) -> None:
+        """A client refused a deliver_sm for good: a real SMSC drops it (and logs it)."""
+        self.counters.deliveries_refused += 1
+        if delivery.record is not None:
+            delivery.record.receipt = "refused"
+        log.info("deliver_sm (%s) refused for good with 0x%02x: dropped", delivery.kind, status)
 
     async def _sweep_timeouts(self) -> None:
         """Resend deliver_sm that were not answered within deliver_timeout."""

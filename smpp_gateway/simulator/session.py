@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from smpp_gateway.pdu import MAX_PDU_LENGTH, PDUFormatError, as_text, decode_pdu, encode_pdu
 
-from .deliveries import RECEIPT, Delivery
-from .wire import ADDRESS_MAX, HEADER, header_only, parse_submit_sm, submit_sm_resp
+from .deliveries import MO, RECEIPT, Delivery
+from .wire import ADDRESS_MAX, HEADER, deliver_sm, header_only, parse_submit_sm, submit_sm_resp
 
 if TYPE_CHECKING:
     from .server import SMSCSimulator
@@ -57,6 +57,11 @@ BIND_KINDS: dict[int, tuple[str, bool, bool]] = {
     BIND_TRANSCEIVER: ("bind_transceiver", True, True),
 }
 DEAD_LINK_ENQUIRES = 3  # our enquire_links left unanswered before we drop the link
+# deliver_sm_resp statuses after which a deliver_sm is sent again (the client cannot
+# take it now); any other error refuses it for good, and it is dropped.
+RETRY_STATUSES = frozenset({0x64, 0x58, 0x14, 0x08})  # RX_T_APPN, THROTTLED, MSGQFUL, SYSERR
+FLOOD_TICK = 0.005  # seconds between two volleys of a flood
+FLOOD_BUFFER_MAX = 1024 * 1024  # octets the flood leaves in our own write buffer, at most
 UNBIND_GRACE = 5.0  # seconds we wait for unbind_resp after sending unbind
 
 
@@ -75,7 +80,11 @@ class SMPPSession(asyncio.Protocol):
         self.can_receive = False
         self.closing = False
         self.pdus_after_bind = 0
-        self.outstanding = 0  # submits whose (delayed) response is not out yet
+        # Submits received whose response has not been written yet: delayed ones, and
+        # those answered in the read under way (written together at its end).
+        self.outstanding = 0
+        self._answered_now = 0  # of those, answered in the read under way
+        self.flooding = False
         # deliver_sm sent and not answered: sequence -> (delivery, loop time sent);
         # insertion order is sending order, which the timeout sweep relies on.
         self.inflight: dict[int, tuple[Delivery, float]] = {}
@@ -122,7 +131,7 @@ class SMPPSession(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
+        if self.transport is not None and not self.closing and not self.flooding:
             self.transport.resume_reading()
 
     @property
@@ -199,16 +208,30 @@ class SMPPSession(asyncio.Protocol):
                 self._dispatch(command_id, status, sequence, pdu)
                 if was_bound:
                     self.pdus_after_bind += 1
-                    every = self.sim.config.disconnect_every_pdus
+                    config = self.sim.config
+                    every = config.disconnect_every_pdus
                     if every and self.pdus_after_bind >= every:
                         self.abort(f"disconnect_every_pdus={every}", fault=True)
+                    flood = config.flood_after_pdus
+                    if flood and self.pdus_after_bind == flood and not self.flooding:
+                        self._start_flood()
         finally:
             del buffer[:offset]
             self._flush()
+            # What was answered in this read has left: no longer outstanding.
+            self.outstanding -= self._answered_now
+            self._answered_now = 0
 
     def _dispatch(self, command_id: int, status: int, sequence: int, pdu: bytes) -> None:
         if command_id == SUBMIT_SM:
-            self._on_submit(sequence, pdu)
+            # The window the client keeps, as far as the SMSC can see it: counted for
+            # every submit, so a check of it can fail in any scenario.
+            self.outstanding += 1
+            counters = self.sim.counters
+            if self.outstanding > counters.max_outstanding_seen:
+                counters.max_outstanding_seen = self.outstanding
+            if not self._on_submit(sequence, pdu):
+                self._answered_now += 1
         elif command_id == DELIVER_SM_RESP:
             self._on_deliver_sm_resp(sequence, status)
         elif command_id == ENQUIRE_LINK:
@@ -258,7 +281,8 @@ class SMPPSession(asyncio.Protocol):
         password = as_text(pdu.password)
         status = ESME_RALYBND if self.bound else self.sim.check_bind(system_id, password)
         config = self.sim.config
-        self.send(encode_pdu(name + "_resp", sequence, status, system_id=config.smsc_system_id))
+        if status or not config.pdus_before_bind_resp:
+            self.send(encode_pdu(name + "_resp", sequence, status, system_id=config.smsc_system_id))
         if status:
             self.sim.counters.bind_failures += 1
             log.info(
@@ -271,13 +295,40 @@ class SMPPSession(asyncio.Protocol):
             )
             return
         self.system_id = system_id
+        if config.pdus_before_bind_resp:
+            self._speak_before_bind_resp(sequence, name, can_submit, can_receive)
+            return
+        self._bound(name, can_submit, can_receive)
+
+    def _speak_before_bind_resp(
+        self, sequence: int, name: str, can_submit: bool, can_receive: bool
+    ) -> None:
+        """An enquire_link and an incoming message, then (a moment later) the bind_resp:
+        a client must not take them for a refusal. The message is sent again later
+        if the client asks (0x64), as any deliver_sm."""
+        self.sim.counters.pre_bind_pdus_sent += 2
+        self.send(header_only(ENQUIRE_LINK, 0, self.next_sequence()))
+        self.sim.counters.mo_queued += 1
+        pdu = deliver_sm(0, source_addr="4970000001", destination_addr="1", short_message=b"early")
+        self.send_delivery(Delivery(MO, self.system_id, pdu))
+        response = encode_pdu(name + "_resp", sequence, 0, system_id=self.sim.config.smsc_system_id)
+
+        def answer_bind() -> None:
+            if not self.closing:
+                self.send(response)
+                self._bound(name, can_submit, can_receive)
+
+        self._later("bind_resp", 0.05, answer_bind)
+
+    def _bound(self, name: str, can_submit: bool, can_receive: bool) -> None:
+        config = self.sim.config
         self.bind_kind = name
         self.can_submit = can_submit
         self.can_receive = can_receive
         now = self.loop.time()
         self._tokens, self._tokens_at = max(1.0, config.max_rate), now
         self.sim.counters.binds += 1
-        log.info("session %d (%s): %s as %r", self.id, self.peer, name, system_id)
+        log.info("session %d (%s): %s as %r", self.id, self.peer, name, self.system_id)
         self.sim.session_bound(self)
         if config.disconnect_every_seconds:
             every = config.disconnect_every_seconds
@@ -311,6 +362,29 @@ class SMPPSession(asyncio.Protocol):
         self.can_receive = False
         self.sim.outbox.remove_receiver(self)
 
+    def _start_flood(self) -> None:
+        """Stop reading the client, and flood it with enquire_link until it drops us."""
+        self.flooding = True
+        self.sim.counters.floods += 1
+        log.info(
+            "session %d (%s): flooding with enquire_link, not reading", self.id, self.system_id
+        )
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._flood()
+
+    def _flood(self) -> None:
+        if self.closing or self.transport is None:
+            return
+        # Our own buffer stays bounded: what the client does not take is not made.
+        if self.transport.get_write_buffer_size() < FLOOD_BUFFER_MAX:
+            volley = max(1, int(self.sim.config.flood_rate * FLOOD_TICK))
+            self.sim.counters.flood_pdus_sent += volley
+            self.send(
+                b"".join(header_only(ENQUIRE_LINK, 0, self.next_sequence()) for _ in range(volley))
+            )
+        self._later("flood", FLOOD_TICK, self._flood)
+
     def _enquire(self) -> None:
         interval = self.sim.config.enquire_link_interval
         if self.closing or not interval:
@@ -325,7 +399,8 @@ class SMPPSession(asyncio.Protocol):
 
     # -- submit_sm / query_sm ----------------------------------------------------------
 
-    def _on_submit(self, sequence: int, data: bytes) -> None:
+    def _on_submit(self, sequence: int, data: bytes) -> bool:
+        """Answer one submit_sm; True when its response went on a timer (response_delay)."""
         sim = self.sim
         config = sim.config
         counters = sim.counters
@@ -334,36 +409,37 @@ class SMPPSession(asyncio.Protocol):
         sim.count_submit_rate(now)
         if not self.can_submit:
             self.send(header_only(SUBMIT_SM | RESPONSE, ESME_RINVBNDSTS, sequence))
-            return
-        if config.max_window and self.outstanding >= config.max_window:
+            return False
+        if config.max_window and self.outstanding > config.max_window:
             counters.window_violations += 1
             self.send(header_only(SUBMIT_SM | RESPONSE, ESME_RTHROTTLED, sequence))
-            return
+            return False
         if config.max_rate and not self._take_token(now, config.max_rate):
             counters.throttled += 1
             self.send(header_only(SUBMIT_SM | RESPONSE, ESME_RTHROTTLED, sequence))
-            return
+            return False
         try:
             pdu = parse_submit_sm(data)
         except (ValueError, IndexError, struct.error):
             pdu = self._decode(sequence, data)  # odd PDU: let smpplib have its say
             if pdu is None:
-                return
+                return False
         chance = sim.random.random
         if config.error_rate and chance() < config.error_rate:
             counters.rejected_fault += 1
             status = config.error_status
-            self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, status, sequence))
-            return
+            return self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, status, sequence))
         destination = as_text(pdu.destination_addr)
         if sim.is_rejected_destination(destination) or len(destination) > ADDRESS_MAX:
             counters.rejected += 1
-            self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, ESME_RINVDSTADR, sequence))
-            return
+            return self._respond(
+                sequence, header_only(SUBMIT_SM | RESPONSE, ESME_RINVDSTADR, sequence)
+            )
         if len(pdu.source_addr or b"") > ADDRESS_MAX:
             counters.rejected += 1
-            self._respond(sequence, header_only(SUBMIT_SM | RESPONSE, ESME_RINVSRCADR, sequence))
-            return
+            return self._respond(
+                sequence, header_only(SUBMIT_SM | RESPONSE, ESME_RINVSRCADR, sequence)
+            )
         record = sim.accept_submit(self, pdu, destination)
         if config.malformed_rate and chance() < config.malformed_rate:
             counters.malformed_sent += 1
@@ -374,9 +450,14 @@ class SMPPSession(asyncio.Protocol):
         else:
             sim.settle_at(record, response_at + config.receipt_delay)
         if config.drop_response_rate and chance() < config.drop_response_rate:
-            counters.responses_dropped += 1
-            return
-        self._respond(sequence, submit_sm_resp(sequence, record.id_str.encode("ascii")))
+            counters.responses_dropped += 1  # the client times it out: not outstanding here
+            return False
+        message_id = record.id_str.encode("ascii")
+        if config.empty_id_rate and chance() < config.empty_id_rate:
+            counters.empty_ids_sent += 1
+            record.empty_id = True
+            message_id = b""
+        return self._respond(sequence, submit_sm_resp(sequence, message_id))
 
     def _take_token(self, now: float, rate: float) -> bool:
         """Token bucket: ``rate`` submits per second, bursts up to one second's worth."""
@@ -388,18 +469,14 @@ class SMPPSession(asyncio.Protocol):
             return True
         return False
 
-    def _respond(self, sequence: int, response: bytes) -> None:
-        """Send a submit_sm_resp now or, with response_delay, on its own timer."""
+    def _respond(self, sequence: int, response: bytes) -> bool:
+        """Send a submit_sm_resp now or, with response_delay, on its own timer (True)."""
         delay = self.sim.config.response_delay
-        counters = self.sim.counters
         if delay <= 0:
-            counters.max_outstanding_seen = max(counters.max_outstanding_seen, 1)
             self.send(response)
-            return
-        self.outstanding += 1
-        if self.outstanding > counters.max_outstanding_seen:
-            counters.max_outstanding_seen = self.outstanding
+            return False
         self.loop.call_later(delay, self._send_delayed, response)
+        return True
 
     def _send_delayed(self, response: bytes) -> None:
         self.outstanding -= 1
@@ -457,9 +534,12 @@ class SMPPSession(asyncio.Protocol):
         delivery = entry[0]
         if status == 0:
             sim.delivered(delivery)
-        else:
+        elif status in RETRY_STATUSES:
             sim.counters.deliver_errors += 1
             sim.outbox.retry(delivery, sim.config.redeliver_delay, self.loop.time())
+        else:
+            sim.counters.deliver_errors += 1
+            sim.refused(delivery, status)
         sim.outbox.pump(self.system_id)
 
     def expire_deliveries(self, now: float, timeout: float) -> list[Delivery]:

@@ -67,8 +67,13 @@ def deliver_sm(
     network_error_code: bytes | None = None,
     message_state: int | None = None,
     receipted_message_id: str | None = None,
+    address_limit: int = ADDRESS_MAX,
+    message_id_limit: int = MESSAGE_ID_MAX,
 ) -> bytes:
-    """A deliver_sm; TLVs in smpplib's order so the bytes match ``encode_pdu``."""
+    """A deliver_sm; TLVs in smpplib's order so the bytes match ``encode_pdu``.
+
+    The limits are SMPP's; a fault mode raises them to send what SMPP forbids.
+    """
     if len(short_message) > SHORT_MESSAGE_MAX:
         raise ValueError("short_message longer than 254 octets: use message_payload")
     if short_message and message_payload:
@@ -77,9 +82,9 @@ def deliver_sm(
         (
             b"\0",  # service_type
             bytes((source_addr_ton, source_addr_npi)),
-            _c_string(source_addr, ADDRESS_MAX, "source_addr"),
+            _c_string(source_addr, address_limit, "source_addr"),
             bytes((dest_addr_ton, dest_addr_npi)),
-            _c_string(destination_addr, ADDRESS_MAX, "destination_addr"),
+            _c_string(destination_addr, address_limit, "destination_addr"),
             # esm_class, protocol_id, priority_flag, schedule_delivery_time, validity_period,
             # registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id
             bytes((esm_class, 0, 0, 0, 0, 0, 0, data_coding, 0, len(short_message))),
@@ -102,10 +107,21 @@ def deliver_sm(
     if message_state is not None:
         tlvs.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
     if receipted_message_id:
-        value = _c_string(receipted_message_id, MESSAGE_ID_MAX, "receipted_message_id")
+        value = _c_string(receipted_message_id, message_id_limit, "receipted_message_id")
         tlvs.append(struct.pack(">HH", TLV_RECEIPTED_MESSAGE_ID, len(value)) + value)
     body += b"".join(tlvs)
     return HEADER.pack(16 + len(body), DELIVER_SM, 0, sequence) + body
+
+
+def truncated(pdu: bytes, how: int) -> bytes:
+    """``pdu`` (a deliver_sm) with its body cut short, the header's length fixed:
+    ``how`` 0: the last three octets of short_message missing (sm_length runs past
+    the end); 1: a message_payload TLV saying 200 octets, carrying 10."""
+    if how == 0:
+        body = pdu[16:-3]
+    else:
+        body = pdu[16:] + struct.pack(">HH", TLV_MESSAGE_PAYLOAD, 200) + b"cut short!"
+    return HEADER.pack(16 + len(body), DELIVER_SM, 0, 0) + body
 
 
 class SubmitFields:

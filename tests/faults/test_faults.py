@@ -4,7 +4,13 @@ Run by ``make faults`` (PostgreSQL + Redis). Each scenario prints one line of
 figures; ``test-output/faults.json`` keeps them. What every scenario shows:
 every message reaches a final state, none is lost, nothing the SMSC accepted
 is sent again unless the part is marked possibly duplicated, and the SMSC's
-rate and window are never exceeded.
+rate and window are never exceeded. The simulator counts the submits outstanding
+on each session in every scenario (not only when it delays its answers), so the
+window check can fail in each of them.
+
+The hostile SMSC's scenarios (issue 18) check besides: nothing matched to the
+wrong message (every part its own SMSC id, every receipt on the part with its
+id), no deliver_sm redelivered for ever, and nothing published that was not sent.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import pytest
 from django.db import connection
 
 from messaging import store
-from messaging.models import Message, MessagePart, Receipt
+from messaging.models import IncomingMessage, Message, MessagePart, Receipt, StateTransition
 from messaging.outbound import split_for_smsc
 from messaging.states import FINAL_STATES
 from smpp_gateway.receipts import smsc_id_variants as variants
 from smpp_gateway.simulator import SimulatorConfig
+from smpp_gateway.simulator.server import JUNK_SOURCE
 from smpp_gateway.simulator.thread import SimulatorThread
 
 from ..conftest import wait_until
@@ -54,7 +61,16 @@ SCENARIOS = {
     "disconnect every 500 PDUs": {"disconnect_every_pdus": 500},
     "receipts before responses": {"receipt_before_response": True},
     "malformed PDUs": {"malformed_rate": 0.02},
+    # A hostile SMSC (issue 18).
+    "ids of 100 characters": {"message_id_length": 100},
+    "NUL in receipts": {"receipt_nul": True},
+    "truncated deliver_sm": {"truncated_deliver_rate": 0.02},
+    "PDUs before bind response": {"pdus_before_bind_resp": True, "disconnect_every_pdus": 500},
+    "enquire_link flood, not read": {"flood_after_pdus": 500},
+    "empty ids 1%": {"empty_id_rate": 0.01},
 }
+# Parts the SMSC accepts without an id fail (smpp_gateway.receipts.submit_id_problem).
+FAILING = {"empty ids 1%"}
 
 
 def queue_messages(tag: str, count: int) -> list[int]:
@@ -72,7 +88,13 @@ def queue_messages(tag: str, count: int) -> list[int]:
     return ids
 
 
-def check_and_report(name: str, smsc: SimulatorThread, ids: list[int], started: float) -> dict:
+def check_and_report(
+    name: str,
+    smsc: SimulatorThread,
+    ids: list[int],
+    started: float,
+    window: int = SMSC_LIMITS["max_window"],
+) -> dict:
     elapsed = time.monotonic() - started
     states = Counter(Message.objects.filter(pk__in=ids).values_list("state", flat=True))
     assert set(states) <= FINAL_STATES, states
@@ -95,8 +117,29 @@ def check_and_report(name: str, smsc: SimulatorThread, ids: list[int], started: 
     unmatched = Receipt.objects.filter(matched_at__isnull=True).values_list("smsc_id", flat=True)
     orphans = [i for i in unmatched if known & set(variants(i))]
     assert not orphans, f"receipts unmatched though their part is known: {orphans[:5]}"
+    # No deliver_sm sent for ever: every receipt acknowledged, nothing left to send.
+    wait_until(
+        lambda: smsc.stats()["receipts_pending"] == 0 and smsc.stats()["deliveries_waiting"] == 0,
+        timeout=30,
+        interval=0.2,
+    )
     stats = smsc.stats()
     assert stats["window_violations"] == 0
+    assert 0 < stats["max_outstanding_seen"] <= window  # the worker's window, as the SMSC saw it
+    # Nothing matched to the wrong message: SMSC ids are each one part's, and every
+    # matched receipt sits on the part that holds its id.
+    ids_held = list(
+        MessagePart.objects.filter(message_id__in=ids, smsc_id__isnull=False).values_list(
+            "smsc_id", flat=True
+        )
+    )
+    assert len(ids_held) == len(set(ids_held)), "two parts share an SMSC id"
+    for smsc_id, held in Receipt.objects.filter(part__message_id__in=ids).values_list(
+        "smsc_id", "part__smsc_id"
+    ):
+        assert held in variants(smsc_id), (smsc_id, held)
+    assert stats["truncated_accepted"] == 0
+    assert not IncomingMessage.objects.filter(src=JUNK_SOURCE).exists()
     figures = {
         "scenario": name,
         "messages": len(ids),
@@ -110,6 +153,8 @@ def check_and_report(name: str, smsc: SimulatorThread, ids: list[int], started: 
         "window_violations": stats["window_violations"],
         "max_outstanding_seen": stats["max_outstanding_seen"],
         "max_rate_seen": stats["max_rate_seen"],
+        "deliveries_refused": stats["deliveries_refused"],
+        "floods": stats["floods"],
     }
     print(
         f"\n{name:28s} {len(ids):6d} msgs {elapsed:6.1f} s {figures['msg_per_s']:7.1f}/s "
@@ -132,13 +177,33 @@ def test_fault(name, start_worker):
         ids = queue_messages(name.split()[0], MESSAGES)
         started = time.monotonic()
         start_worker(smsc.port, **WORKER_ENV)
+        ending = ["delivered", "failed"] if name in FAILING else ["delivered"]
         wait_until(
-            lambda: Message.objects.filter(pk__in=ids, state="delivered").count() == len(ids),
+            lambda: Message.objects.filter(pk__in=ids, state__in=ending).count() == len(ids),
             timeout=180,
             interval=0.5,
         )
         figures = check_and_report(name, smsc, ids, started)
+        stats = smsc.stats()
+        empty_ids = sum(1 for r in smsc.submits() if r.empty_id)
     assert figures["smsc_throttled_for_rate"] == 0  # our rate stayed under the SMSC's
+    failed = Message.objects.filter(pk__in=ids, state="failed")
+    if name in FAILING:
+        # Each part accepted without an id failed, with the reason, and only those.
+        assert failed.count() == empty_ids == stats["empty_ids_sent"] > 0
+        details = set(
+            StateTransition.objects.filter(message__in=failed, to_state="failed").values_list(
+                "detail", flat=True
+            )
+        )
+        assert details == {"SMSC accepted without a message_id"}
+    if name == "truncated deliver_sm":
+        assert stats["truncated_sent"] == stats["deliveries_refused"] > 0
+    if name == "enquire_link flood, not read":
+        assert stats["floods"] > 0
+    if name == "PDUs before bind response":
+        assert stats["pre_bind_pdus_sent"] > 0
+        wait_until(lambda: IncomingMessage.objects.filter(text="early").exists(), timeout=30)
 
 
 @pytest.mark.timeout(300)
@@ -177,7 +242,24 @@ def test_three_workers_share_the_queue_without_duplicates(start_worker):
             timeout=300,
             interval=0.5,
         )
-        figures = check_and_report("three workers", smsc, ids, started)
+        figures = check_and_report("three workers", smsc, ids, started, window=50)
         sessions = Counter(r.session for r in smsc.submits())
     assert figures["sent_twice"] == 0
     assert len(sessions) == 3  # every worker took its share
+
+
+@pytest.mark.timeout(120)
+def test_the_window_check_can_fail(start_worker):
+    """A worker keeping twice the SMSC's window is caught by the simulator's count,
+    though each submit is answered at once (before, only delayed answers counted)."""
+    config = SimulatorConfig(port=0, receipt_delay=0.01, max_window=10)
+    with SimulatorThread(config) as smsc:
+        ids = queue_messages("wide", 300)
+        start_worker(smsc.port, **{**WORKER_ENV, "SMPP_WINDOW": "40", "SMPP_MAX_RATE": "0"})
+        wait_until(
+            lambda: Message.objects.filter(pk__in=ids, state="delivered").count() == len(ids),
+            timeout=60,
+            interval=0.5,
+        )
+        stats = smsc.stats()
+    assert stats["max_outstanding_seen"] > 10 and stats["window_violations"] > 0

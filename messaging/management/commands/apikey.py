@@ -6,12 +6,11 @@ secret; ``list`` shows prefixes, never keys; ``revoke`` takes the prefix.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.validators import URLValidator
 
 from messaging import api_keys
 from messaging.models import ApiKey
+from messaging.webhook_targets import InvalidCallbackURL, clean_callback_url
 
 
 class Command(BaseCommand):
@@ -42,11 +41,10 @@ class Command(BaseCommand):
     ) -> None:
         if rate_limit < 0:
             raise CommandError("--rate-limit must be 0 (no limit) or more")
-        if callback_url:
-            try:
-                URLValidator(schemes=["http", "https"])(callback_url)
-            except ValidationError as exc:
-                raise CommandError(f"--callback-url: {exc.messages[0]}") from exc
+        try:
+            callback_url = clean_callback_url(callback_url)
+        except InvalidCallbackURL as exc:
+            raise CommandError(f"--callback-url: {exc}") from exc
         issued = api_keys.create_key(
             name, rate_limit=rate_limit, callback_url=callback_url, receive_incoming=not no_incoming
         )

@@ -1,15 +1,21 @@
-"""``manage.py smpp_worker``: own the SMPP bind until SIGINT or SIGTERM."""
+"""``manage.py smpp_worker``: own the SMPP bind until SIGINT or SIGTERM.
+
+Supervised (``messaging.supervision``): if the worker's ``run()`` raises or
+returns on its own, the death is logged with its traceback and the command
+exits with ``EXIT_TASK_DIED`` (70) so that its supervisor restarts it. SIGINT
+and SIGTERM drain the window, unbind and exit 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from messaging.supervision import LongLivedTask, run_supervised
 from smpp_gateway.worker import SMPPWorker, WorkerConfig
 from smsapi.gc_tuning import tune_garbage_collector
 
@@ -31,6 +37,17 @@ def hold_sqlite_worker_lock():
     return lock
 
 
+def worker_task(worker: SMPPWorker) -> LongLivedTask:
+    """The worker as a supervised task: ``stop()`` drains the window and unbinds,
+    bounded by the response timeout (plus the final writes)."""
+    return LongLivedTask(
+        name="smpp-worker",
+        run=worker.run,
+        stop=worker.stop,
+        stop_timeout=settings.SMPP_RESPONSE_TIMEOUT + 5,
+    )
+
+
 class Command(BaseCommand):
     help = "Bind to the SMSC and move messages between the store and the SMSC."
 
@@ -38,15 +55,10 @@ class Command(BaseCommand):
         lock = hold_sqlite_worker_lock() if connection.vendor == "sqlite" else None
         worker = SMPPWorker(WorkerConfig.from_settings())
         tune_garbage_collector()
-
-        async def main():
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, worker.stop)
-            await worker.run()
-
         try:
-            asyncio.run(main())
+            code = asyncio.run(run_supervised("smpp_worker", [worker_task(worker)]))
         finally:
             if lock is not None:
                 lock.close()
+        if code:
+            raise CommandError("a task of smpp_worker died (see the log above)", returncode=code)

@@ -3,16 +3,32 @@
 For the distributed set-up; ``manage.py serve`` runs the same sender in its own
 process. Any number may run against PostgreSQL: they share the work through the
 store (see ``messaging.webhooks``).
+
+Supervised (``messaging.supervision``): if the sender's ``run()`` raises or
+returns on its own, the death is logged with its traceback and the command
+exits with ``EXIT_TASK_DIED`` (70); SIGINT and SIGTERM finish the POSTs in
+flight and exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from messaging.supervision import LongLivedTask, run_supervised
 from messaging.webhooks import WebhookSender
+
+
+def sender_task(sender: WebhookSender) -> LongLivedTask:
+    """The sender as a supervised task: ``stop()`` lets the POSTs in flight end
+    (each bounded by the webhook timeout) and records them."""
+    return LongLivedTask(
+        name="webhook-sender",
+        run=sender.run,
+        stop=sender.stop,
+        stop_timeout=sender.config.timeout + 5,
+    )
 
 
 class Command(BaseCommand):
@@ -20,11 +36,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         sender = WebhookSender()
-
-        async def main():
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, sender.stop)
-            await sender.run()
-
-        asyncio.run(main())
+        code = asyncio.run(run_supervised("webhook_sender", [sender_task(sender)]))
+        if code:
+            raise CommandError("a task of webhook_sender died (see the log above)", returncode=code)
