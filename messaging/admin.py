@@ -37,6 +37,7 @@ from .models import (
     StateTransition,
 )
 from .operator_actions import cancel_queued, resend_failed
+from .smsc_ids import match_keys
 from .states import State
 
 admin.site.site_header = "SMS API"
@@ -326,14 +327,12 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Exact matches first, each on its own index: destination, reference, SMSC
         id (in any of its forms) or our id. Only when none matches, the text, which
         reads the whole table."""
-        from smpp_gateway.receipts import smsc_id_variants
-
         term = search_term.replace("\x00", "").strip()  # PostgreSQL text holds no NUL
         if not term:
             return queryset, False
         # Resolved to ids first: an OR with a subquery would keep PostgreSQL off the indexes.
         by_smsc_id = list(
-            MessagePart.objects.filter(smsc_id__in=smsc_id_variants(term))
+            MessagePart.objects.filter(match_key__in=match_keys(term))
             .order_by()
             .values_list("message_id", flat=True)[:SEARCH_ID_LIMIT]
         )
@@ -428,12 +427,20 @@ class ReceiptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "matched",
     ]
     list_filter = [MatchedFilter, ReceiptStatFilter, "received_at"]
-    search_fields = ["=smsc_id", "=source_addr"]
+    search_fields = ["=source_addr"]  # and the SMSC id, by its match key (below)
     list_select_related = ["part"]
     list_per_page = 100
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     ordering = ["-id"]
+
+    def get_search_results(self, request, queryset, search_term):
+        """An SMSC id in any of the forms it is matched by (receipt_match_key_idx),
+        else the handset's number."""
+        keys = match_keys(search_term.replace("\x00", "").strip())
+        if keys and queryset.filter(match_key__in=keys).exists():
+            return queryset.filter(match_key__in=keys), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="message", ordering="message_id")
     def message_link(self, receipt: Receipt) -> str:

@@ -18,7 +18,9 @@ at once, without asking the store. Liveness never touches the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +41,49 @@ from .supervision import not_ready_reason
 logger = logging.getLogger(__name__)
 
 BOUND = "bound"  # the LinkStatus state of a worker that holds a bind
+# Bound, but the SMSC has refused every submit for SMPP_STALL_REBIND_AFTER seconds:
+# not ready (the worker rebinds).
+STALLED = "stalled"
+
+
+@dataclass(frozen=True)
+class LinkHealth:
+    """How the SMSC treats a worker's submits, as the worker last reported it.
+
+    Stored in ``LinkStatus.health`` by the update the heartbeat makes anyway (no
+    round trip more), and read back by ``from_stored`` as any row is: untrusted.
+    """
+
+    throttled: int = 0  # submits answered ESME_RTHROTTLED (0x58) since the worker started
+    queue_full: int = 0  # answered ESME_RMSGQFUL (0x14)
+    refused: int = 0  # other "not now" answers (0x08, 0x64) and submits never answered
+    rate: float = 0.0  # submit_sm a second the worker allows itself now; 0: no limit
+    sent: float = 0.0  # submit_sm a second actually sent, over the last second
+    refusing_for: float = 0.0  # seconds every submit has been refused (0: not refusing)
+    bells_dropped: int = 0  # notifications dropped on a full channel (the store has them)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_stored(cls, stored: object) -> LinkHealth | None:
+        """The figures of a ``LinkStatus.health`` value, or None when it holds none.
+
+        A row read back is not trusted: unknown keys are left out, and a value that
+        is not a finite number of the field's kind counts as absent.
+        """
+        if not isinstance(stored, dict):
+            return None
+        values: dict = {}
+        for name, kind in _FIELD_TYPES.items():
+            value = stored.get(name)
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if is_number and math.isfinite(value):
+                values[name] = int(value) if kind == "int" else float(value)
+        return cls(**values)
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(LinkHealth)}
 
 
 def heartbeat_max_age() -> float:
@@ -117,6 +162,8 @@ def check_readiness() -> Readiness:
     else:
         latest = links[0]
         detail = f": {latest.detail}" if latest.detail else ""
+        if latest.state == STALLED:
+            result.checks["smpp"] = STALLED
         result.error = (
             f"no SMPP worker is bound (worker {latest.worker_id} is {latest.state}{detail})"
         )

@@ -20,7 +20,7 @@ from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import exposition
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -30,7 +30,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from .health import BOUND, heartbeat_max_age
+from .health import BOUND, STALLED, LinkHealth, heartbeat_max_age
 from .models import Event, IncomingFragment, LinkStatus, Message, MessagePart, Receipt
 from .openapi import metrics_schema
 from .states import State
@@ -42,7 +42,7 @@ LATENCY_WINDOW = 600.0  # seconds of history the latency figures cover
 LATENCY_SAMPLES = 10_000  # newest rows looked at, at most
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 LINK_REPORT_WINDOW = 3600.0  # workers silent for longer are gone: not reported
-LINK_STATES = ("connecting", BOUND, "disconnected", "stopped")
+LINK_STATES = ("connecting", BOUND, STALLED, "disconnected", "stopped")
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -190,6 +190,57 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily(
             "smsapi_workers_bound", "Workers bound to the SMSC with a fresh heartbeat.", value=bound
         )
+        yield from self._link_health(links)
+
+    def _link_health(self, links: list[LinkStatus]) -> Iterator[Metric]:
+        """How the SMSC treats each worker's submits, as its last heartbeat said."""
+        label = ["worker_id"]
+        families = {
+            "throttled": CounterMetricFamily(
+                "smsapi_link_throttled",
+                "submit_sm answered ESME_RTHROTTLED (0x58) since the worker started.",
+                labels=label,
+            ),
+            "queue_full": CounterMetricFamily(
+                "smsapi_link_queue_full",
+                "submit_sm answered ESME_RMSGQFUL (0x14) since the worker started.",
+                labels=label,
+            ),
+            "refused": CounterMetricFamily(
+                "smsapi_link_refused",
+                "submit_sm refused for now otherwise (0x08, 0x64) or never answered.",
+                labels=label,
+            ),
+            "bells_dropped": CounterMetricFamily(
+                "smsapi_link_bells_dropped",
+                "Notifications the worker dropped on a full channel (the store has them).",
+                labels=label,
+            ),
+            "rate": GaugeMetricFamily(
+                "smsapi_link_rate_limit",
+                "submit_sm a second the worker allows itself now (halved when throttled); "
+                "0: no limit.",
+                labels=label,
+            ),
+            "sent": GaugeMetricFamily(
+                "smsapi_link_send_rate",
+                "submit_sm a second the worker sent, over its last second.",
+                labels=label,
+            ),
+            "refusing_for": GaugeMetricFamily(
+                "smsapi_link_refusing_seconds",
+                "Seconds since the SMSC began refusing the worker's submits with none accepted "
+                "since (0: it takes them).",
+                labels=label,
+            ),
+        }
+        for link in links:
+            health = LinkHealth.from_stored(link.health)
+            if health is None:
+                continue
+            for name, family in families.items():
+                family.add_metric([link.worker_id], getattr(health, name))
+        yield from families.values()
 
     def _receipts_and_incoming(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(

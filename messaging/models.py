@@ -120,7 +120,9 @@ class MessagePart(models.Model):
     # Sequence numbers only mean something within one bind: keep both.
     bind_id = models.CharField(max_length=64, blank=True, default="")
     sequence_number = models.PositiveIntegerField(null=True, blank=True)
-    smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)
+    smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)  # as given
+    # messaging.smsc_ids.match_key(smsc_id): what receipts are matched by (part_match_key_idx)
+    match_key = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)
     command_status = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
     possibly_duplicated = models.BooleanField(default=False)
@@ -134,7 +136,7 @@ class MessagePart(models.Model):
         ]
         indexes = [
             models.Index(fields=["state", "next_attempt_at"], name="part_claim_idx"),
-            models.Index(fields=["smsc_id"], name="part_smsc_id_idx"),
+            models.Index(fields=["match_key"], name="part_match_key_idx"),
         ]
 
     def __str__(self) -> str:
@@ -144,7 +146,8 @@ class MessagePart(models.Model):
 class Receipt(models.Model):
     """A delivery receipt as it came from the SMSC, matched to its part or not yet."""
 
-    smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH)
+    smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH)  # as the SMSC gave it
+    match_key = models.CharField(max_length=SMSC_ID_MAX_LENGTH, blank=True, default="")
     part = models.ForeignKey(
         MessagePart, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
     )
@@ -166,15 +169,15 @@ class Receipt(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            # Receipts that overtook their submit_sm_resp, looked up by smsc_id at
+            # Receipts that overtook their submit_sm_resp, looked up by match key at
             # each write of results, and counted by the metrics. Partial: a receipt
             # matched as it is stored (nearly all of them) never enters it.
             models.Index(
-                fields=["smsc_id"],
+                fields=["match_key"],
                 name="receipt_unmatched_idx",
                 condition=models.Q(matched_at__isnull=True),
             ),
-            models.Index(fields=["smsc_id"], name="receipt_smsc_id_idx"),
+            models.Index(fields=["match_key"], name="receipt_match_key_idx"),
             models.Index(fields=["source_addr"], name="receipt_source_addr_idx"),
         ]
 
@@ -303,6 +306,9 @@ class LinkStatus(models.Model):
     smsc = models.CharField(max_length=200, blank=True, default="")
     changed_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField()
+    # How the SMSC treats the worker's submits (messaging.health.LinkHealth), written
+    # with the heartbeat; null until the worker's first report.
+    health = models.JSONField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "link statuses"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
 from .store import Notifications
@@ -18,6 +19,18 @@ logger = logging.getLogger(__name__)
 EVENTS_GROUP = "events"  # SSE and WebSocket consumers listen here
 WORKER_CHANNEL = "smpp.outbox"  # the worker wakes up when new parts are queued
 QUERY_CHANNEL = "smpp.query"  # /v1/query asks a bound worker to query_sm the SMSC
+
+
+class BellCounter:
+    """Bells this process dropped because their channel was full (a listener not
+    reading): expected under bursts, and harmless, since the store is the record and
+    every listener also reads it on a timer. Counted, never a traceback each."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+
+BELLS = BellCounter()
 
 
 async def publish(notifications: Notifications) -> None:
@@ -31,7 +44,11 @@ async def publish(notifications: Notifications) -> None:
                 EVENTS_GROUP, {"type": "events.new", "last_id": notifications.last_event_id}
             )
         for channel, answers in notifications.waiters.items():
-            await layer.send(channel, {"type": "message.answered", "answers": answers})
+            try:
+                await layer.send(channel, {"type": "message.answered", "answers": answers})
+            except ChannelFull:  # that waiter is not reading; the others still get theirs
+                BELLS.dropped += 1
+                logger.debug("bell dropped: channel %s is full", channel)
     except Exception:  # the store has it all; a broken layer only delays listeners
         logger.warning("could not publish notifications", exc_info=True)
 
@@ -43,7 +60,9 @@ async def ring_worker() -> None:
         return
     try:
         await layer.send(WORKER_CHANNEL, {"type": "outbox.new"})
-    except Exception:  # full channel or broken layer: the worker polls anyway
+    except ChannelFull:  # the worker has bells enough to wake it
+        BELLS.dropped += 1
+    except Exception:  # a broken layer: the worker polls anyway
         logger.debug("worker bell not rung", exc_info=True)
 
 

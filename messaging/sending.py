@@ -25,6 +25,7 @@ from .models import ApiKey, Message, MessagePart
 from .notify import ask_smsc, ring_worker
 from .serializers import TransitionSerializer, send_serializer
 from .smsc_answers import smsc_answers
+from .smsc_ids import match_keys
 from .states import FINAL_STATES, State, smpp_state_name
 from .store import NewMessage, create_messages
 
@@ -382,8 +383,6 @@ def query(params: dict, api_key: ApiKey | None = None) -> ApiAnswer:
 
     With ``api_key``, only that key's messages exist: another key's is a 404.
     """
-    from smpp_gateway.receipts import smsc_id_variants
-
     smsc_id = str(params.get("message_id") or "").strip()
     our_id = str(params.get("id") or "").strip()
     if not smsc_id and not our_id:
@@ -404,10 +403,13 @@ def query(params: dict, api_key: ApiKey | None = None) -> ApiAnswer:
             messages = messages.filter(api_key=api_key)
         message = messages.first()
     else:
-        parts = MessagePart.objects.filter(smsc_id__in=smsc_id_variants(smsc_id))
+        keys = match_keys(smsc_id)
+        parts = MessagePart.objects.filter(match_key__in=keys)
         if api_key is not None:
             parts = parts.filter(message__api_key=api_key)
-        part = parts.select_related("message").first()
+        # The id's own key before its reading in the other base (part_match_key_idx).
+        found = {p.match_key: p for p in reversed(list(parts.select_related("message")[:20]))}
+        part = next((found[key] for key in keys if key in found), None)
         message = part.message if part else None
     if message is None:
         return ApiAnswer(404, {"error": f'message "{smsc_id or our_id}" not found'})

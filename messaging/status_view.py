@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 from . import api_keys
 from .authentication import request_api_key, unauthorized
 from .events import last_event_id
+from .health import LinkHealth
 from .models import ApiKey, LinkStatus, Message
 
 
@@ -25,17 +26,21 @@ def link_status(api_key: ApiKey | None = None, counts: bool = True, details: boo
     """
     rows = LinkStatus.objects.order_by("worker_id")
     if details:
-        links = [
-            {
-                "worker_id": row.worker_id,
-                "state": row.state,
-                "detail": row.detail,
-                "smsc": row.smsc,
-                "changed_at": row.changed_at.isoformat(),
-                "heartbeat_at": row.heartbeat_at.isoformat(),
-            }
-            for row in rows
-        ]
+        links = []
+        for row in rows:
+            health = LinkHealth.from_stored(row.health)
+            links.append(
+                {
+                    "worker_id": row.worker_id,
+                    "state": row.state,
+                    "detail": row.detail,
+                    "smsc": row.smsc,
+                    "changed_at": row.changed_at.isoformat(),
+                    "heartbeat_at": row.heartbeat_at.isoformat(),
+                    # How the SMSC treats the worker's submits (messaging.health.LinkHealth).
+                    "health": health.as_dict() if health is not None else None,
+                }
+            )
     else:
         links = [{"state": state} for state in rows.values_list("state", flat=True)]
     messages = Message.objects.order_by()

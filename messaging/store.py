@@ -30,6 +30,7 @@ from .models import (
     StateTransition,
 )
 from .reassembly import Fragment, assemble
+from .smsc_ids import match_key, match_keys
 from .splitting import SplitResult, with_reference
 from .states import RECEIPT_STATE, State, derive_message_state, is_final
 from .store_sql import MAX_IN_LIST, Sql, aware, chunks
@@ -122,8 +123,8 @@ class SubmitOutcome:
 class ReceiptIn:
     """A delivery receipt as the worker read it off the wire (already parsed)."""
 
-    smsc_id: str
-    smsc_id_variants: tuple[str, ...]
+    smsc_id: str  # as the SMSC gave it (stored so)
+    match_keys: tuple[str, ...]  # messaging.smsc_ids.match_keys(smsc_id): its own first
     stat: str
     message_state: int | None
     error_code: int | None
@@ -395,6 +396,7 @@ _PART_COLUMNS = (
     "sequence_number",
     "lease_until",
     "smsc_id",
+    "match_key",
     "submitted_at",
     "final_at",
     "next_attempt_at",
@@ -613,24 +615,26 @@ class _ResultBatch:
         self.events: list[tuple] = []
         self.notifications = Notifications()
         self.waiting: list[tuple] = []  # unmatched receipts for this batch's new SMSC ids
-        self.wanted: dict[str, str] = {}  # receipt id variant -> the new SMSC id it stands for
+        self.wanted: dict[str, str] = {}  # a receipt's match key -> the part's key it matches
 
     # --- reading ---------------------------------------------------------------------
 
     def load(self, outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn]) -> None:
         """Lock and read every part (and its message) the results may touch."""
-        from smpp_gateway.receipts import smsc_id_variants  # the SMPP id rules live there
-
         sql = self.sql
-        for outcome in outcomes:
-            if outcome.smsc_id:
-                for variant in smsc_id_variants(outcome.smsc_id):
-                    self.wanted.setdefault(variant, outcome.smsc_id)
+        # The keys a waiting receipt may carry for each new SMSC id: every id's own
+        # key first, so that an exact match wins over another id's other base.
+        keys_by_outcome = [match_keys(o.smsc_id) for o in outcomes if o.smsc_id]
+        for keys in keys_by_outcome:
+            self.wanted.setdefault(keys[0], keys[0])
+        for keys in keys_by_outcome:
+            for key in keys[1:]:
+                self.wanted.setdefault(key, keys[0])
         if self.wanted:
             # Receipts that overtook their submit_sm_resp (usually none).
-            where, params = sql.in_list("smsc_id", list(self.wanted))
+            where, params = sql.in_list("match_key", list(self.wanted))
             self.waiting = sql.execute(
-                "SELECT id, smsc_id, stat, message_state, error_code, source_addr, "
+                "SELECT id, smsc_id, match_key, stat, message_state, error_code, source_addr, "
                 f"destination_addr, raw_text FROM messaging_receipt "
                 f"WHERE matched_at IS NULL AND {where} ORDER BY id DESC"
                 + (" FOR UPDATE" if sql.postgres else ""),
@@ -641,11 +645,11 @@ class _ResultBatch:
         unknown = [o.part_id for o in outcomes if o.message_id is None]
         if unknown:
             lookups.append(sql.in_list("id", unknown))
-        smsc_ids = {v for r in receipts for v in r.smsc_id_variants}
+        keys = {k for r in receipts for k in r.match_keys}
         if self.waiting:
-            smsc_ids |= set(self.wanted.values())
-        if smsc_ids:
-            lookups.append(sql.in_list("smsc_id", list(smsc_ids)))
+            keys |= set(self.wanted.values())
+        if keys:
+            lookups.append(sql.in_list("match_key", list(keys)))
         for where, params in lookups:
             message_ids.update(
                 r[0]
@@ -661,7 +665,7 @@ class _ResultBatch:
         messages_where, more = sql.in_list("m.id", message_ids)
         rows = sql.execute(
             'SELECT p.id, p.message_id, p."index", p.state, p.command_status, p.bind_id, '
-            "p.sequence_number, p.lease_until, p.smsc_id, p.submitted_at, p.final_at, "
+            "p.sequence_number, p.lease_until, p.smsc_id, p.match_key, p.submitted_at, p.final_at, "
             "p.next_attempt_at, p.possibly_duplicated, p.error_code, p.attempts, "
             "m.src, m.dst, m.reference, m.parts_count, m.notify_channel, m.validity_until, "
             "m.state, m.updated_at, m.possibly_duplicated, m.command_status, m.error_code, "
@@ -681,13 +685,14 @@ class _ResultBatch:
                 part.sequence_number,
                 part.lease_until,
                 part.smsc_id,
+                part.match_key,
                 part.submitted_at,
                 part.final_at,
                 part.next_attempt_at,
                 part.possibly_duplicated,
                 part.error_code,
                 part.attempts,
-            ) = row[3:15]
+            ) = row[3:16]
             part.dirty = False
             self.parts[part.id] = part
             message = self.messages.get(part.message_id)
@@ -708,7 +713,7 @@ class _ResultBatch:
                     message.error_code,
                     message.submitted_at,
                     message.final_at,
-                ) = row[15:]
+                ) = row[16:]
                 message.parts = []
                 message.dirty = False
                 self.messages[message.id] = message
@@ -725,7 +730,7 @@ class _ResultBatch:
             if part is None or part.state != State.SUBMITTING:
                 # Already settled (e.g. its receipt overtook the response): only keep the id.
                 if part is not None and outcome.smsc_id and not part.smsc_id:
-                    part.smsc_id = outcome.smsc_id
+                    part.smsc_id, part.match_key = outcome.smsc_id, match_key(outcome.smsc_id)
                     part.dirty = True
                 continue
             part.command_status = outcome.command_status
@@ -735,7 +740,7 @@ class _ResultBatch:
             kind = outcome.outcome
             if kind == SubmitOutcome.SUBMITTED:
                 part.state = State.SUBMITTED
-                part.smsc_id = outcome.smsc_id
+                part.smsc_id, part.match_key = outcome.smsc_id, match_key(outcome.smsc_id)
                 part.submitted_at = now
             elif kind == SubmitOutcome.FAILED:
                 part.state = State.FAILED
@@ -768,16 +773,16 @@ class _ResultBatch:
 
     def _match_waiting(self) -> set[int]:
         """Attach receipts kept unmatched to the parts that just got their SMSC id."""
-        by_smsc_id = {p.smsc_id: p for p in self._parts_in_order() if p.smsc_id}
+        by_key = {p.match_key: p for p in self._parts_in_order() if p.match_key}
         matched = []
         for row in self.waiting:
-            receipt_id, smsc_id, stat, state, error, source, destination, text = row
-            part = by_smsc_id.get(self.wanted[smsc_id])
+            receipt_id, smsc_id, key, stat, state, error, source, destination, text = row
+            part = by_key.get(self.wanted[key])
             if part is None:
                 continue
             receipt = ReceiptIn(
                 smsc_id=smsc_id,
-                smsc_id_variants=(),
+                match_keys=(key,),
                 stat=stat,
                 message_state=state,
                 error_code=error,
@@ -794,10 +799,10 @@ class _ResultBatch:
 
     def apply_receipts(self, receipts: Sequence[ReceiptIn]) -> None:
         """As ``store_receipts``: keep every receipt, match, move parts, settle."""
-        by_smsc_id = {p.smsc_id: p for p in self._parts_in_order() if p.smsc_id}
+        by_key = {p.match_key: p for p in self._parts_in_order() if p.match_key}
         rows = []
         for receipt in receipts:
-            part = next((by_smsc_id[v] for v in receipt.smsc_id_variants if v in by_smsc_id), None)
+            part = next((by_key[k] for k in receipt.match_keys if k in by_key), None)
             rows.append(_ReceiptRow(receipt, part, self.now if part else None))
             if part is None:
                 logger.info("receipt for unknown id %s kept unmatched", receipt.smsc_id)
@@ -921,6 +926,7 @@ class _ResultBatch:
                     p.sequence_number,
                     dt(p.lease_until),
                     p.smsc_id,
+                    p.match_key,
                     dt(p.submitted_at),
                     dt(p.final_at),
                     dt(p.next_attempt_at),
@@ -962,6 +968,7 @@ class _ResultBatch:
             [
                 {
                     "smsc_id": r.smsc_id,
+                    "match_key": r.match_keys[0] if r.match_keys else "",
                     "part_id": row.part.id if row.part else None,
                     "message_id": row.part.message_id if row.part else None,
                     "stat": r.stat,

@@ -124,6 +124,9 @@ STATUSES: dict[int, StatusInfo] = {
 }
 
 BIND_REFUSED: frozenset[int] = frozenset({0x0D, 0x0E, 0x0F})
+# The two "not now" answers the link's health figures count apart.
+ESME_RTHROTTLED = 0x58
+ESME_RMSGQFUL = 0x14
 
 
 def reaction_for(status: int) -> Reaction:

@@ -1,15 +1,22 @@
-"""Reading a deliver_sm: a delivery receipt or a piece of an incoming message."""
+"""Reading a deliver_sm or data_sm: a delivery receipt or a piece of an incoming message.
+
+SMPP 3.4 lets an SMSC send both as data_sm (some do): the text is in
+``message_payload`` (data_sm has no short_message), a receipt is marked by
+esm_class as in deliver_sm or, failing that, by its receipt TLVs
+(``receipted_message_id`` with ``message_state``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from messaging.models import IncomingFragment, Receipt
+from messaging.smsc_ids import match_keys
 from messaging.splitting import parse_udh
 from messaging.store import FragmentIn, ReceiptIn, storable_text
 
 from .pdu import as_text
-from .receipts import normalize_smsc_id, parse_receipt, smsc_id_variants
+from .receipts import normalize_smsc_id, parse_receipt
 
 RECEIPT_BITS = 0x3C
 DELIVERY_RECEIPT = 0x04
@@ -43,14 +50,23 @@ def is_receipt(esm_class: int) -> bool:
     return kind in (DELIVERY_RECEIPT, INTERMEDIATE_NOTIFICATION)
 
 
+def _is_data_sm_receipt(pdu: Any) -> bool:
+    """A data_sm whose esm_class does not say so, but that carries a receipt's TLVs."""
+    return (
+        getattr(pdu, "command", "") == "data_sm"
+        and bool(getattr(pdu, "receipted_message_id", None))
+        and getattr(pdu, "message_state", None) is not None
+    )
+
+
 def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
-    """Classify and parse one decoded deliver_sm PDU."""
+    """Classify and parse one decoded deliver_sm (or data_sm) PDU."""
     esm_class = pdu.esm_class or 0
-    short_message = pdu.short_message or b""
+    short_message = getattr(pdu, "short_message", None) or b""
     payload = getattr(pdu, "message_payload", None)
     if payload and not short_message:
         short_message = payload
-    if is_receipt(esm_class):
+    if is_receipt(esm_class) or _is_data_sm_receipt(pdu):
         tlv_id = getattr(pdu, "receipted_message_id", None)
         parsed = parse_receipt(
             short_message,
@@ -67,7 +83,7 @@ def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
             tlvs["network_error_code"] = bytes(pdu.network_error_code).hex()
         return ReceiptIn(
             smsc_id=parsed.smsc_id,
-            smsc_id_variants=smsc_id_variants(parsed.smsc_id) if parsed.smsc_id else (),
+            match_keys=match_keys(parsed.smsc_id),
             stat=parsed.stat,
             message_state=parsed.message_state,
             error_code=parsed.error_code,

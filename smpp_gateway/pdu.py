@@ -131,6 +131,8 @@ def decode_pdu(data: bytes) -> Command:
 SUBMIT_SM = 0x00000004
 DELIVER_SM = 0x00000005
 DELIVER_SM_RESP = 0x80000005
+DATA_SM = 0x00000103
+DATA_SM_RESP = 0x80000103
 _NUL = b"\0"
 _B = struct.Struct(">B")
 _TLV_HEAD = struct.Struct(">HH")
@@ -234,6 +236,11 @@ def encode_submit_sm(sequence: int, status: int = 0, **fields: Any) -> bytes:
 def encode_deliver_sm_resp(sequence: int, status: int = 0) -> bytes:
     """``encode_pdu("deliver_sm_resp", sequence, status=status)``: the header and an empty id."""
     return HEADER.pack(17, DELIVER_SM_RESP, status, sequence) + _NUL
+
+
+def encode_data_sm_resp(sequence: int, status: int = 0) -> bytes:
+    """``encode_pdu("data_sm_resp", sequence, status=status)``: the header and an empty id."""
+    return HEADER.pack(17, DATA_SM_RESP, status, sequence) + _NUL
 
 
 class DeliverSM:

@@ -19,6 +19,9 @@ Rules (so that behaviour is predictable):
 - The TLVs ``receipted_message_id``, ``message_state`` and
   ``network_error_code`` win over the text when present and readable.
 - Dates are taken as UTC (the SMSC's clock is all we have).
+
+The id is kept as the SMSC gave it; how it is matched to a part (case, leading
+zeros, hex or decimal) is one rule for both sides, ``messaging.smsc_ids``.
 """
 
 from __future__ import annotations
@@ -268,35 +271,3 @@ def submit_id_problem(smsc_id: str) -> str:
     if len(smsc_id) > MAX_SMSC_ID_LENGTH:
         return f"SMSC message_id longer than {MAX_SMSC_ID_LENGTH} characters ({len(smsc_id)})"
     return ""
-
-
-def smsc_id_variants(smsc_id: str) -> tuple[str, ...]:
-    """The forms under which this receipt id may have been recorded at submit time.
-
-    Some SMSCs give the id in hex in submit_sm_resp and in decimal in the
-    receipt, or the reverse, or pad it with zeros. The store keeps submit ids
-    lower-cased and looks up parts whose id is any of these, in this order
-    (duplicates removed):
-
-    1. the id as received (stripped);
-    2. its lower-case form;
-    3. the lower-case form without leading zeros ("0" if it was all zeros);
-    4. if all decimal digits: the number in hex (lower-case, no leading zeros);
-    5. if all hex digits: the number in decimal.
-
-    A decimal-looking id gets both 4 and 5 since we cannot tell which base it
-    is in; ids with other characters (dashes, letters beyond f), and strings
-    longer than an SMPP id, get only 1-3.
-    """
-    received = normalize_smsc_id(smsc_id)
-    if not received:
-        return ()
-    lower = received.lower()
-    variants = [received, lower, lower.lstrip("0") or "0"]
-    if len(received) > MAX_SMSC_ID_LENGTH:  # not an SMPP id; skip the arithmetic
-        return tuple(dict.fromkeys(variants))
-    if _DECIMAL_RE.fullmatch(received):
-        variants.append(format(int(received), "x"))
-    if _HEX_RE.fullmatch(received):
-        variants.append(str(int(received, 16)))
-    return tuple(dict.fromkeys(variants))

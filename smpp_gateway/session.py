@@ -4,7 +4,9 @@ The session knows PDUs and nothing of the store. It pipelines submit_sm up to
 a window, matches each response to its submit by sequence number, answers the
 SMSC's enquire_link and unbind, sends its own enquire_link when the link is
 idle, and declares the link dead when the SMSC falls silent. What to do with
-responses and deliver_sm is the owner's business, through two callbacks.
+responses and deliver_sm is the owner's business, through two callbacks; a
+data_sm from the SMSC (an incoming message or a receipt, as SMPP 3.4 allows)
+goes the same way and is answered with data_sm_resp.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .pdu import (
     PDUFormatError,
     decode_deliver_sm,
     decode_pdu,
+    encode_data_sm_resp,
     encode_deliver_sm_resp,
     encode_pdu,
     encode_submit_sm,
@@ -40,11 +43,13 @@ logger = logging.getLogger(__name__)
 
 MAX_SEQUENCE = 0x7FFFFFFF
 DELIVER_SM_ID = (0x00000005).to_bytes(4, "big")
+DATA_SM_ID = (0x00000103).to_bytes(4, "big")
 READ_SIZE = 256 * 1024  # one read takes every PDU the socket holds, up to this
 BIND_TRANSCEIVER_RESP = 0x80000009
 ENQUIRE_LINK = 0x00000015
 ENQUIRE_LINK_RESP = 0x80000015
 DELIVER_SM = 0x00000005
+DATA_SM = 0x00000103
 UNBIND = 0x00000006
 GENERIC_NACK = 0x80000000
 ESME_RINVBNDSTS = 0x04  # "incorrect bind status": a request before we are bound
@@ -52,6 +57,11 @@ ESME_RX_T_APPN = 0x64  # "try again later": the SMSC keeps the deliver_sm
 # PDUs the SMSC may send before its bind response (answered or ignored); beyond, the
 # link is given up (a peer talking that much without binding us is not an SMSC).
 MAX_PDUS_BEFORE_BIND_RESP = 100
+# What an SMSC that closes the connection instead of answering a bind usually means.
+BIND_UNANSWERED_CAUSES = (
+    "the usual causes: a wrong SMPP_PASSWD, SMPP_USER or SMPP_SYSTEM_TYPE, a source "
+    "address or an IP address the SMSC does not allow, or TLS on one side only (SMPP_TLS)"
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,11 @@ class SessionConfig:
 
 class LinkError(Exception):
     """The link could not be opened or was lost."""
+
+
+class BindUnanswered(LinkError):
+    """The SMSC closed the connection (or said nothing) instead of answering the bind:
+    many do so on bad credentials rather than answer ESME_RBINDFAIL."""
 
 
 class BindRefused(LinkError):
@@ -131,6 +146,9 @@ class SMPPSession:
         self._closing = False
         self.close_reason = ""
         self._unanswered_delivers = 0
+        # Sequences of data_sm handed to the owner: answered with data_sm_resp, not
+        # deliver_sm_resp (rare: most SMSCs send deliver_sm; empty, it costs one test).
+        self._data_sm: set[int] = set()
         self._deliver_room = asyncio.Event()  # set while under max_unanswered_delivers
         self._deliver_room.set()
         self._peer_requests = 0.0  # the SMSC's requests, decaying by peer_request_rate a second
@@ -172,7 +190,13 @@ class SMPPSession:
             status = await asyncio.wait_for(self._bind_response(seq), cfg.response_timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, PDUFormatError) as exc:
             self._abort()
-            raise LinkError(f"bind failed: no answer ({exc or type(exc).__name__})") from exc
+            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
+                what = "the SMSC closed the connection without answering the bind"
+            elif isinstance(exc, TimeoutError):
+                what = f"no answer to the bind in {cfg.response_timeout:g} s"
+            else:
+                what = f"no answer to the bind ({exc or type(exc).__name__})"
+            raise BindUnanswered(f"bind failed: {what}; {BIND_UNANSWERED_CAUSES}") from exc
         except LinkError:
             self._abort()
             raise
@@ -203,6 +227,8 @@ class SMPPSession:
                 self._write(encode_pdu("enquire_link_resp", seq))
             elif command_id == DELIVER_SM:
                 self._write(encode_deliver_sm_resp(seq, ESME_RX_T_APPN))
+            elif command_id == DATA_SM:
+                self._write(encode_data_sm_resp(seq, ESME_RX_T_APPN))
             elif command_id == UNBIND:
                 self._write(encode_pdu("unbind_resp", seq))
                 raise LinkError("bind failed: the SMSC unbound before answering the bind")
@@ -278,13 +304,18 @@ class SMPPSession:
     # --- answering the SMSC -----------------------------------------------------------
 
     def respond_deliver(self, sequence: int, status: int = 0) -> None:
-        """Answer a deliver_sm handed to ``on_deliver`` (once each)."""
+        """Answer a deliver_sm (or data_sm) handed to ``on_deliver`` (once each)."""
         if self._unanswered_delivers > 0:
             self._unanswered_delivers -= 1
             if self._unanswered_delivers < self.config.max_unanswered_delivers:
                 self._deliver_room.set()
+        if self._data_sm and sequence in self._data_sm:
+            self._data_sm.discard(sequence)
+            answer = encode_data_sm_resp(sequence, status)
+        else:
+            answer = encode_deliver_sm_resp(sequence, status)
         if self._writer is not None and not self._writer.is_closing():
-            self._write(encode_deliver_sm_resp(sequence, status))
+            self._write(answer)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -317,7 +348,8 @@ class SMPPSession:
                         break
                     pdu = bytes(buffer[offset : offset + length])
                     offset += length
-                    if pdu[4:8] == DELIVER_SM_ID:
+                    command = pdu[4:8]
+                    if command in (DELIVER_SM_ID, DATA_SM_ID):
                         self._delivers.append(pdu)
                     elif not self._dispatch(pdu):
                         return self._ended(self.close_reason or "unbound by the SMSC")
@@ -407,6 +439,22 @@ class SMPPSession:
                 )
                 self._write(encode_deliver_sm_resp(seq, exc.status))
                 return True
+            self._unanswered_delivers += 1
+            self.on_deliver(pdu, seq)
+            return True
+        if command_id == DATA_SM:  # an incoming message or a receipt, as data_sm
+            try:
+                pdu = decode_pdu(data)
+            except PDUFormatError as exc:
+                logger.warning(
+                    "undecodable data_sm refused with %s: %s; PDU %s",
+                    status_name(exc.status),
+                    exc,
+                    data[:512].hex(),
+                )
+                self._write(encode_data_sm_resp(seq, exc.status))
+                return True
+            self._data_sm.add(seq)
             self._unanswered_delivers += 1
             self.on_deliver(pdu, seq)
             return True

@@ -33,16 +33,25 @@ from django.db import DataError, IntegrityError, close_old_connections, connecti
 from django.utils import timezone
 
 from messaging import store
+from messaging.health import BOUND, STALLED, LinkHealth
 from messaging.models import LinkStatus
-from messaging.notify import QUERY_CHANNEL, WORKER_CHANNEL, publish
+from messaging.notify import BELLS, QUERY_CHANNEL, WORKER_CHANNEL, publish
+from messaging.smsc_ids import match_key
 from messaging.store import ClaimedPart, FragmentIn, Notifications, ReceiptIn, SubmitOutcome
 
-from .command_status import BIND_REFUSED, Reaction, reaction_for, status_name
+from .command_status import (
+    BIND_REFUSED,
+    ESME_RMSGQFUL,
+    ESME_RTHROTTLED,
+    Reaction,
+    reaction_for,
+    status_name,
+)
 from .deliver import read_deliver
-from .flow import AdaptiveRate
+from .flow import AdaptiveRate, RefusalSummary, SubmitRefusals
 from .pdu import as_text
 from .receipts import submit_id_problem
-from .session import BindRefused, LinkError, SessionConfig, SMPPSession
+from .session import BindRefused, BindUnanswered, LinkError, SessionConfig, SMPPSession
 from .submit_fields import submit_fields
 
 logger = logging.getLogger("smpp_gateway.worker")
@@ -90,6 +99,10 @@ class WorkerConfig:
     lease_seconds: float = 60.0
     max_rate: float | None = None
     max_attempts: int = 10
+    # A session that refuses every submit (0x14, 0x58, 0x08, no answer...) for this
+    # long is reported stalled (not ready) and rebound; 0: never.
+    stall_rebind_after: float = 60.0
+    refusal_log_interval: float = 10.0  # seconds between two summaries of refusals, at least
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> WorkerConfig:
@@ -119,6 +132,7 @@ class WorkerConfig:
             "lease_seconds": max(settings.SMPP_LEASE_SECONDS, settings.SMPP_RESPONSE_TIMEOUT * 2),
             "max_rate": settings.SMPP_MAX_RATE or None,
             "max_attempts": settings.SMPP_MAX_ATTEMPTS,
+            "stall_rebind_after": settings.SMPP_STALL_REBIND_AFTER,
         }
         values.update(overrides)
         return cls(**values)
@@ -152,7 +166,7 @@ class SMPPWorker:
         self._pending = _Pending()
         # (send before, part): claimed, waiting for room in the window
         self._unsent: deque[tuple[float, ClaimedPart]] = deque()
-        # SMSC id -> (write by, result): accepted submits waiting for their receipt
+        # SMSC id's match key -> (write by, result): accepted submits waiting for their receipt
         self._held: dict[str, tuple[float, SubmitOutcome]] = {}
         self._held_timer: asyncio.TimerHandle | None = None
         self._answering = 0  # deliver_sm in the write under way
@@ -167,8 +181,7 @@ class SMPPWorker:
         self._session: SMPPSession | None = None
         self.link_state = "disconnected"
         self.rate = AdaptiveRate(config.max_rate)
-        self._sent = 0  # submits since the last rate sample
-        self._observed_rate = 0.0
+        self.refusals = SubmitRefusals(config.stall_rebind_after)
         self._died: WorkerTaskDied | None = None  # set when a long-running task died
 
     # --- the database thread -----------------------------------------------------------
@@ -226,12 +239,16 @@ class SMPPWorker:
                     failures = len(self.config.reconnect_delays) - 1
                 else:  # e.g. ESME_RALYBND: the SMSC still holds our old session
                     logger.warning("SMPP %s", exc)
+            except BindUnanswered as exc:
+                await self._set_link("disconnected", str(exc))
+                logger.error("SMPP %s", exc)
             except LinkError as exc:
                 await self._set_link("disconnected", str(exc))
                 logger.warning("SMPP connection failed: %s", exc)
             else:
                 failures = 0
                 self._session = session
+                self.refusals.new_session()
                 await self._set_link("bound", f"{cfg.host}:{cfg.port} as {cfg.system_id}")
                 logger.info(
                     "SMPP connected to %s:%d (bind %s)", cfg.host, cfg.port, session.bind_id
@@ -348,6 +365,7 @@ class SMPPWorker:
         """
         layer = get_channel_layer()
         bucket = self.rate.bucket
+        sent_meter = self.rate.sent
         unsent = self._unsent
         window = self.config.session.window
         keep = self.config.lease_seconds / 2
@@ -420,7 +438,7 @@ class SMPPWorker:
                         self._fail_unsendable(part, exc)
                         unsendable += 1
                         continue
-                    self._sent += 1
+                sent_meter.add(allowed - len(stale) - unsendable)  # once a batch
                 if stale or unsendable:
                     bucket.give_back(len(stale) + unsendable)
                 if stale:
@@ -497,6 +515,11 @@ class SMPPWorker:
         self, part: ClaimedPart, status: int | None, message_id: str, sequence: int
     ) -> None:
         bind_id = self._session.bind_id if self._session else ""
+        if status == 0:
+            if self.refusals.refusing_since is not None:
+                self.refusals.accepted()
+        elif status is None or reaction_for(status).retryable:
+            self.refusals.refused(status)  # counted and timed (see _watch_refusals)
         if status is None:
             logger.warning(
                 "message %d part %d: no submit_sm_resp in time; sending it again",
@@ -539,7 +562,7 @@ class SMPPWorker:
                 message_id=part.message_id,
                 outcome=SubmitOutcome.SUBMITTED,
                 command_status=0,
-                smsc_id=message_id.strip().lower(),
+                smsc_id=message_id.strip(),  # kept as the SMSC gave it; matched by key
                 bind_id=bind_id,
                 sequence=sequence,
             )
@@ -548,9 +571,9 @@ class SMPPWorker:
                 and not part.waited
                 and self.config.receipt_wait > 0
                 and len(self._held) < self.config.receipt_wait_max
-                and not self._receipts_seen.seen((outcome.smsc_id,))
+                and not self._receipts_seen.seen((key := match_key(outcome.smsc_id),))
             ):
-                self._hold(outcome)
+                self._hold(key, outcome)
                 return
         else:
             reaction = reaction_for(status)
@@ -577,7 +600,7 @@ class SMPPWorker:
                 )
             else:
                 if reaction == Reaction.RETRY_THROTTLED:
-                    self.rate.throttled(self._observed_rate)
+                    self.rate.throttled()
                 elif reaction == Reaction.REBIND and self._session is not None:
                     self._session.close("the SMSC says we are not bound: binding again")
                 delay = RETRY_DELAYS.get(reaction, 5.0) * min(part.attempts, 6)
@@ -604,9 +627,13 @@ class SMPPWorker:
     # the part in flight, to be sent again marked possibly duplicated, as a
     # crash before any write does.
 
-    def _hold(self, outcome: SubmitOutcome) -> None:
+    def _hold(self, key: str, outcome: SubmitOutcome) -> None:
+        """Hold ``outcome`` under its SMSC id's match key (messaging.smsc_ids)."""
         loop = asyncio.get_running_loop()
-        self._held[outcome.smsc_id] = (loop.time() + self.config.receipt_wait, outcome)
+        earlier = self._held.pop(key, None)
+        if earlier is not None:  # an id that one key stands for twice: write, never drop, it
+            self._pending.outcomes.append(earlier[1])
+        self._held[key] = (loop.time() + self.config.receipt_wait, outcome)
         if self._held_timer is None:
             self._held_timer = loop.call_later(self.config.receipt_wait, self._release_held)
 
@@ -632,8 +659,8 @@ class SMPPWorker:
 
     def _take_held(self, receipt: ReceiptIn) -> bool:
         """A receipt came: its submit's result goes in the same write."""
-        for variant in receipt.smsc_id_variants:
-            entry = self._held.pop(variant, None)
+        for key in receipt.match_keys:  # its own key first, as the store matches
+            entry = self._held.pop(key, None)
             if entry is not None:
                 self._pending.outcomes.append(entry[1])
                 return True
@@ -696,9 +723,9 @@ class SMPPWorker:
         if isinstance(item, ReceiptIn):
             late = False
             if not self._take_held(item):
-                late = self._released.seen(item.smsc_id_variants)
+                late = self._released.seen(item.match_keys)
                 if not late:  # it overtook its response: that result must not wait for it
-                    self._receipts_seen.add(item.smsc_id_variants)
+                    self._receipts_seen.add(item.match_keys)
             # Share of receipts that came after their result was written alone, lately.
             self._late_receipts += (late - self._late_receipts) / 64
             self._pending.receipts.append((item, sequence, self._session))
@@ -881,14 +908,13 @@ class SMPPWorker:
     async def _maintain(self) -> None:
         """Expiry, abandoned leases, stale reassemblies and the link heartbeat."""
         loop = asyncio.get_running_loop()
-        sampled_at = expired_at = loop.time()
+        expired_at = loop.time()
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
             now = loop.time()
-            self._observed_rate, self._sent = self._sent / max(now - sampled_at, 1e-3), 0
-            sampled_at = now
             self.rate.tick()
             try:
+                await self._watch_refusals()
                 notes = Notifications()
                 if now - expired_at >= self.config.expire_interval:
                     # Claims never send an overdue part: marking it expired can wait a
@@ -903,15 +929,67 @@ class SMPPWorker:
                     )
                 )
                 await self._db(store.requeue_abandoned)
-                await self._db(_heartbeat, self.worker_id)
+                await self._db(_heartbeat, self.worker_id, self.link_health().as_dict())
                 await publish(notes)
             except Exception:
                 logger.exception("maintenance failed; trying again")
 
+    # --- link health ---------------------------------------------------------------------------
+
+    def link_health(self) -> LinkHealth:
+        """How the SMSC treats our submits: for /metrics and /v1/status, via the heartbeat."""
+        refusals = self.refusals
+        return LinkHealth(
+            throttled=refusals.total(ESME_RTHROTTLED),
+            queue_full=refusals.total(ESME_RMSGQFUL),
+            refused=sum(refusals.totals.values()) - refusals.total(ESME_RTHROTTLED, ESME_RMSGQFUL),
+            rate=self.rate.rate or 0.0,
+            sent=self.rate.sent.rate(),
+            refusing_for=refusals.refusing_for(),
+            bells_dropped=BELLS.dropped,
+        )
+
+    async def _watch_refusals(self) -> None:
+        """A summary of the SMSC's refusals in the log (at most once an interval), and a
+        session that refuses every submit for ``stall_rebind_after`` reported and rebound."""
+        summary = self.refusals.take_summary(self.config.refusal_log_interval)
+        if summary is not None:
+            logger.warning("SMPP %s", self._describe_refusals(summary))
+        if self.link_state != BOUND or not self.refusals.stalled():
+            return
+        last = self.refusals.last_status
+        why = (
+            f"every submit refused for {self.refusals.refusing_for():.0f} s (the last: "
+            f"{'no answer' if last is None else status_name(last)})"
+        )
+        logger.error(
+            "SMPP session stalled: %s; binding again (SMPP_STALL_REBIND_AFTER=%g s)",
+            why,
+            self.config.stall_rebind_after,
+        )
+        await self._set_link(STALLED, why)
+        if self._session is not None:
+            self._session.close(f"stalled: {why}; binding again")
+
+    def _describe_refusals(self, summary: RefusalSummary) -> str:
+        """``submits refused in the last 10.0 s: 67 x ESME_RTHROTTLED; send rate now ...``"""
+        counts = ", ".join(
+            f"{count} x {'no answer' if status is None else status_name(status)}"
+            for status, count in sorted(summary.counts.items(), key=lambda item: -item[1])
+        )
+        limit = self.rate.rate
+        return (
+            f"submits refused in the last {summary.seconds:.1f} s: {counts}; send rate now "
+            f"{'unlimited' if limit is None else f'{limit:.1f}/s'} "
+            f"(sent {self.rate.sent.rate():.1f}/s over the last second)"
+        )
+
     async def _set_link(self, state: str, detail: str) -> None:
         self.link_state = state
         try:
-            await self._db(_save_link_status, self.worker_id, state, detail)
+            await self._db(
+                _save_link_status, self.worker_id, state, detail, self.link_health().as_dict()
+            )
         except Exception:
             logger.warning("could not record link state %s", state, exc_info=True)
         layer = get_channel_layer()
@@ -961,7 +1039,7 @@ def _store_receipts(receipts: list[ReceiptIn]) -> Notifications:
     return store.record_results((), receipts)
 
 
-def _save_link_status(worker_id: str, state: str, detail: str) -> None:
+def _save_link_status(worker_id: str, state: str, detail: str, health: dict) -> None:
     now = timezone.now()
     LinkStatus.objects.update_or_create(
         worker_id=worker_id,
@@ -971,9 +1049,13 @@ def _save_link_status(worker_id: str, state: str, detail: str) -> None:
             "smsc": settings.SMPP_ADDR or "localhost:2775",
             "changed_at": now,
             "heartbeat_at": now,
+            "health": health,
         },
     )
 
 
-def _heartbeat(worker_id: str) -> None:
-    LinkStatus.objects.filter(worker_id=worker_id).update(heartbeat_at=timezone.now())
+def _heartbeat(worker_id: str, health: dict) -> None:
+    # The health figures ride on the update the heartbeat makes anyway: no round trip more.
+    LinkStatus.objects.filter(worker_id=worker_id).update(
+        heartbeat_at=timezone.now(), health=health
+    )

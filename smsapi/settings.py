@@ -218,6 +218,11 @@ SMPP_PEER_REQUEST_RATE = env_float("SMPP_PEER_REQUEST_RATE", 200.0)
 # deliver_sm read and not yet answered; past it the worker stops reading the link.
 SMPP_MAX_UNANSWERED_DELIVERS = env_int("SMPP_MAX_UNANSWERED_DELIVERS", 5000)
 
+# --- link habits limits ---
+# Seconds a session may refuse every submit (0x14, 0x58, 0x08, no answer) before it
+# is reported stalled (/readyz 503, an ERROR line) and bound again; 0: never.
+SMPP_STALL_REBIND_AFTER = env_float("SMPP_STALL_REBIND_AFTER", 60.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------

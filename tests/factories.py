@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from messaging.outbound import split_for_smsc
+from messaging.smsc_ids import match_keys
 from messaging.store import NewMessage, ReceiptIn
-from smpp_gateway.receipts import smsc_id_variants
 
 
 def new_message(text: str = "hi", dst: str = "lisa", **kwargs) -> NewMessage:
@@ -16,7 +16,7 @@ def receipt(smsc_id: str, stat: str = "DELIVRD", state: int = 2) -> ReceiptIn:
     """A delivery receipt from lisa's handset, as the worker reads it off the wire."""
     return ReceiptIn(
         smsc_id=smsc_id,
-        smsc_id_variants=smsc_id_variants(smsc_id),
+        match_keys=match_keys(smsc_id),
         stat=stat,
         message_state=state,
         error_code=0,

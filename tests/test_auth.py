@@ -111,8 +111,12 @@ def test_a_key_sees_its_own_messages_and_not_anothers(auth_required):
     theirs = send(bob.key)
     assert Message.objects.get(pk=mine["id"]).api_key_id == alice.api_key.pk
     assert Message.objects.get(pk=theirs["id"]).api_key_id == bob.api_key.pk
-    MessagePart.objects.filter(message_id=mine["id"]).update(smsc_id="smsc-alice")
-    MessagePart.objects.filter(message_id=theirs["id"]).update(smsc_id="smsc-bob")
+    MessagePart.objects.filter(message_id=mine["id"]).update(
+        smsc_id="smsc-alice", match_key="smsc-alice"
+    )
+    MessagePart.objects.filter(message_id=theirs["id"]).update(
+        smsc_id="smsc-bob", match_key="smsc-bob"
+    )
     as_alice = client_for(alice.key)
 
     # detail

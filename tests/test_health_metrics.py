@@ -182,3 +182,25 @@ def test_nearest_rank_quantile():
     assert quantile(values, 1.0) == 100
     assert quantile([3.0], 0.5) == 3
     assert math.isnan(quantile([], 0.5))
+
+
+def test_link_health_read_back_from_a_row_is_not_trusted():
+    """LinkStatus.health is read as any row is: unknown keys, strings, booleans, NaN and
+    infinities are left out, whatever wrote them."""
+    from messaging.health import LinkHealth
+
+    assert LinkHealth.from_stored(None) is None
+    assert LinkHealth.from_stored(["throttled", 3]) is None
+    read = LinkHealth.from_stored(
+        {
+            "throttled": 3,
+            "queue_full": "7",
+            "refused": True,
+            "rate": float("nan"),
+            "sent": float("inf"),
+            "refusing_for": 2,
+            "bells_dropped": 1.9,
+            "extra": 1,
+        }
+    )
+    assert read == LinkHealth(throttled=3, refusing_for=2.0, bells_dropped=1)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from messaging.smsc_ids import keys_match, match_key, match_keys
 from smpp_gateway.pdu import decode_pdu, encode_pdu
 from smpp_gateway.receipts import (
     STAT_BY_STATE,
@@ -16,7 +17,6 @@ from smpp_gateway.receipts import (
     normalize_smsc_id,
     parse_receipt,
     parse_receipt_date,
-    smsc_id_variants,
 )
 
 
@@ -281,7 +281,7 @@ def test_any_bytes_parse_without_error(data):
 @given(st.text(max_size=300))
 def test_any_text_parses_without_error(text):
     parse_receipt(text, receipted_message_id=text[:10])
-    smsc_id_variants(text)
+    match_keys(text)
 
 
 @pytest.mark.parametrize(
@@ -338,40 +338,79 @@ def test_normalize_smsc_id(value, expected):
 
 
 @pytest.mark.parametrize(
-    ("received", "variants"),
+    ("received", "keys"),
     [
         # decimal in the receipt, hex at submit (and the reverse reading)
         ("12345", ("12345", "3039", "74565")),
         # hex in the receipt, decimal at submit
         ("3039", ("3039", "bdf", "12345")),
-        ("ABCDEF", ("ABCDEF", "abcdef", "11259375")),
+        ("ABCDEF", ("abcdef", "11259375")),
         ("abcdef", ("abcdef", "11259375")),
         # leading zeros
-        ("0000bdf", ("0000bdf", "bdf", "3039")),
-        ("000123", ("000123", "123", "7b", "291")),
+        ("0000bdf", ("bdf", "3039")),
+        ("000123", ("123", "7b", "291")),
         ("0", ("0",)),
-        ("000", ("000", "0")),
+        ("000", ("0",)),
         # neither decimal nor hex: only case and zeros
-        ("Msg-0001-XY", ("Msg-0001-XY", "msg-0001-xy")),
-        ("  7b\x00", ("7b", "123")),
+        ("Msg-0001-XY", ("msg-0001-xy",)),
+        ("M1000580", ("m1000580",)),
         ("", ()),
     ],
 )
-def test_smsc_id_variants(received, variants):
-    assert smsc_id_variants(received) == variants
+def test_match_keys(received, keys):
+    assert match_keys(received) == keys
 
 
-def test_variants_match_decimal_receipt_to_hex_submit_id_and_back():
-    submit_id_hex = format(987654321, "x")  # what submit_sm_resp gave, stored lower-case
-    assert submit_id_hex in smsc_id_variants("987654321")
-    assert "987654321" in smsc_id_variants(submit_id_hex.upper())
+def test_keys_match_decimal_receipt_to_hex_submit_id_and_back():
+    submit_id_hex = format(987654321, "x")
+    assert keys_match(submit_id_hex, "987654321")
+    assert keys_match(submit_id_hex.upper(), "987654321")
+    assert keys_match("987654321", submit_id_hex.upper())
 
 
-def test_variants_of_an_overlong_string_skip_the_numbers():
+@pytest.mark.parametrize(
+    ("response_id", "receipt_id"),
+    [
+        ("M1000580", "M1000580"),
+        ("M1000580", "m1000580"),
+        ("0003000516", "3000516"),  # padded response, unpadded receipt (issue 19)
+        ("3000516", "0003000516"),
+        ("2DC8C4", "3000516"),  # upper-case hex response, decimal receipt
+        ("3000516", "002dc8c4"),
+        ("6F9619FF-8B86-D011-B42D-00C04FC964FF", "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+    ],
+)
+def test_keys_match_whichever_side_is_which(response_id, receipt_id):
+    assert keys_match(response_id, receipt_id)
+    assert keys_match(receipt_id, response_id)
+
+
+@pytest.mark.parametrize(
+    ("response_id", "receipt_id"),
+    [("M1000580", "M1000581"), ("M1000580", "1000580"), ("12", "13"), ("", ""), ("a-1", "a-01")],
+)
+def test_keys_do_not_match_other_ids(response_id, receipt_id):
+    assert not keys_match(response_id, receipt_id)
+
+
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_keys_match_is_symmetric(first, second):
+    assert keys_match(first, second) == keys_match(second, first)
+
+
+@given(st.integers(min_value=0, max_value=16**20), st.integers(min_value=0, max_value=12))
+def test_an_id_matches_itself_in_every_style(number, zeros):
+    for form in (str(number), format(number, "x"), format(number, "X")):
+        for shown in (form, "0" * zeros + form):
+            assert keys_match(form, shown) and keys_match(shown, form)
+            assert match_key(shown) == match_key(form)
+
+
+def test_keys_of_an_overlong_string_skip_the_numbers():
     digits = "1" * 5000
-    assert smsc_id_variants(digits) == (digits,)
+    assert match_keys(digits) == (digits,)
 
 
-def test_variants_of_a_long_id_are_cheap_and_exact():
+def test_keys_of_a_long_id_are_cheap_and_exact():
     long_hex = "f" * 64
-    assert smsc_id_variants(long_hex) == (long_hex, str(16**64 - 1))
+    assert match_keys(long_hex) == (long_hex, str(16**64 - 1))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from smpp_gateway.pdu import encode_pdu, peek_header, read_pdu
-from smpp_gateway.session import SessionConfig, SMPPSession
+from smpp_gateway.session import BindUnanswered, SessionConfig, SMPPSession
 from smpp_gateway.simulator.wire import deliver_sm, submit_sm_resp
 
 BURST = 300
@@ -68,3 +70,67 @@ async def test_a_response_behind_a_burst_of_deliver_sm_is_handled_before_they_al
     assert len(answered_after) == 1
     assert answered_after[0] < BURST  # the response did not wait behind all of them
     assert session.window_free == 1
+
+
+async def _data_sm_and_deliver_sm(reader, writer, answers: list) -> None:
+    """Bind, then send a data_sm and a deliver_sm; collect what each is answered with."""
+    from smpp_gateway.simulator.wire import data_sm
+
+    _, _, _, sequence = peek_header(await read_pdu(reader))
+    writer.write(encode_pdu("bind_transceiver_resp", sequence, system_id="smsc"))
+    writer.write(data_sm(7, source_addr="4917", destination_addr="1", message_payload=b"hi"))
+    writer.write(_receipt(8))
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            answers.append(peek_header(await read_pdu(reader)))
+
+
+async def test_a_data_sm_is_handed_over_and_answered_with_data_sm_resp():
+    answers: list = []
+    server = await asyncio.start_server(
+        lambda r, w: _data_sm_and_deliver_sm(r, w, answers), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    handed: list = []
+
+    def on_deliver(pdu, sequence: int) -> None:
+        handed.append((pdu.command, sequence))
+        session.respond_deliver(sequence, 0 if sequence == 7 else 0x64)
+
+    config = SessionConfig(host="127.0.0.1", port=port, system_id="gw", password="pw")
+    session = SMPPSession(config, lambda *args: None, on_deliver)
+    await session.open()
+    reader = asyncio.ensure_future(session.run())
+    try:
+        for _ in range(100):
+            if len(answers) == 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        reader.cancel()
+        server.close()
+    assert handed == [("data_sm", 7), ("deliver_sm", 8)]
+    # (length, command_id, status, sequence): data_sm_resp for the data_sm, never generic_nack
+    assert sorted(answers, key=lambda a: a[3]) == [
+        (17, 0x80000103, 0, 7),
+        (17, 0x80000005, 0x64, 8),
+    ]
+
+
+async def test_a_bind_answered_by_closing_the_connection_names_the_likely_causes():
+    async def close_at_once(reader, writer) -> None:
+        await read_pdu(reader)
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = SessionConfig(host="127.0.0.1", port=port, system_id="gw", password="pw")
+    session = SMPPSession(config, lambda *args: None, lambda *args: None)
+    try:
+        with pytest.raises(BindUnanswered) as raised:
+            await session.open()
+    finally:
+        server.close()
+    message = str(raised.value)
+    assert message.startswith("bind failed: the SMSC closed the connection without answering")
+    assert "SMPP_PASSWD" in message and "SMPP_TLS" in message

@@ -83,6 +83,11 @@ A hostile SMSC (same-named CLI flags; docs/simulator.md)
     ``pdus_before_bind_resp`` (an enquire_link and an MO before bind_resp),
     ``mo_source_addr_length`` (MO source_addr longer than SMPP allows).
 
+Real SMSCs' habits (same-named CLI flags; docs/simulator.md)
+    ``data_sm`` (receipts and MO sent as data_sm), ``queue_full_for`` (each
+    session answers 0x14 to every submit for N s after its bind; -1 for ever),
+    ``bind_close`` (a bind answered by closing the connection).
+
 Control from another process
     ``control_port``: a small HTTP/JSON interface, see ``control``.
 """

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .id_styles import ID_STYLES
+
 # Statuses a fault can answer with (smpp.md: what a gateway must retry).
 ESME_RTHROTTLED = 0x58
 ESME_RMSGQFUL = 0x14
@@ -79,6 +81,12 @@ class SimulatorConfig:
     )
     hex_ids: bool = setting(
         False, "ids in hex in submit_sm_resp, in decimal in the receipt text (SMSC quirk)"
+    )
+    id_style: str = setting(
+        "",
+        "ids as real SMSCs give them: lower-hex, upper-hex, decimal, zero-padded-response, "
+        "zero-padded-receipt, alphanumeric (M1QK2V), uuid (see simulator.id_styles); "
+        "'' = decimal, or --hex-ids",
     )
 
     # Outcome by destination (see the package docstring).
@@ -149,6 +157,19 @@ class SimulatorConfig:
         "than SMPP allows); 0 = as given",
     )
 
+    # Real SMSCs' habits (issue 20).
+    data_sm: bool = setting(
+        False, "send receipts and incoming messages as data_sm (text in message_payload)"
+    )
+    queue_full_for: float = setting(
+        0.0,
+        "each session answers ESME_RMSGQFUL (0x14) to every submit for N s after its bind "
+        "(enquire_link still answered); -1 = for ever; 0 = off",
+    )
+    bind_close: bool = setting(
+        False, "answer every bind by closing the connection (as SMSCs do on bad credentials)"
+    )
+
     # Housekeeping.
     record_limit: int = setting(100_000, "accepted submits kept in memory (oldest dropped)")
     seed: int | None = setting(None, "random seed, for reproducible faults")
@@ -189,6 +210,8 @@ class SimulatorConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.queue_full_for < 0 and self.queue_full_for != -1:
+            raise ValueError("queue_full_for must be -1 (for ever), 0 (off) or positive")
         if self.message_id_length and not 20 <= self.message_id_length <= 60000:
             raise ValueError("message_id_length must be 0 or between 20 and 60000")
         if self.mo_source_addr_length and not 1 <= self.mo_source_addr_length <= 1000:
@@ -205,6 +228,10 @@ class SimulatorConfig:
             raise ValueError("error_status must fit in 32 bits")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together")
+        if self.id_style not in ID_STYLES:
+            raise ValueError(f"id_style must be one of {', '.join(repr(s) for s in ID_STYLES)}")
+        if self.id_style and self.hex_ids:
+            raise ValueError("hex_ids is an id style of its own: give id_style or hex_ids")
 
     def replace(self, **changes: Any) -> SimulatorConfig:
         """A validated copy with ``changes`` applied; unknown names raise ``ValueError``."""

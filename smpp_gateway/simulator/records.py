@@ -40,6 +40,9 @@ class SubmitRecord:
     final_at: float | None = None
     receipt: str = ""  # "", "queued", "sent", "acknowledged", "refused"
     empty_id: bool = False  # accepted, but answered with an empty message_id (empty_id_rate)
+    # The id the receipt carries (text and TLV) when an id_style is set; "" = the
+    # default: id_str in the TLV, the decimal number in the text.
+    receipt_id: str = ""
 
     @property
     def text_octets(self) -> bytes:
@@ -70,6 +73,7 @@ class Stats:
     rejected: int = 0  # refused for the destination (ESME_RINVDSTADR)
     rejected_fault: int = 0  # answered error_status by error_rate
     throttled: int = 0  # beyond max_rate
+    queue_full: int = 0  # answered 0x14 while queue_full_for lasts
     window_violations: int = 0  # beyond max_window
     responses_dropped: int = 0
     max_outstanding_seen: int = 0

@@ -17,10 +17,11 @@ from smpp_gateway.pdu import as_text
 from .config import STATE_BY_STAT, SimulatorConfig
 from .control import ControlServer
 from .deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, Timers
+from .id_styles import message_ids
 from .records import Stats, SubmitRecord
 from .session import ESME_RALYBND, SMPPSession
 from .texts import receipt_text, smpp_absolute_time, split_mo, user_text
-from .wire import ADDRESS_MAX, deliver_sm, truncated
+from .wire import ADDRESS_MAX, data_sm, deliver_sm, truncated
 
 log = logging.getLogger("smpp_gateway.simulator")
 
@@ -260,7 +261,7 @@ class SMSCSimulator:
             if part.message_payload is not None:
                 fields["message_payload"] = part.message_payload
             self.counters.mo_queued += 1
-            self.outbox.put(Delivery(MO, owner, deliver_sm(0, **fields)))
+            self.outbox.put(Delivery(MO, owner, self._incoming_pdu()(0, **fields)))
         return len(parts)
 
     # -- used by sessions --------------------------------------------------------------
@@ -314,10 +315,17 @@ class SMSCSimulator:
         """Give an accepted submit_sm its message id and log it."""
         number = self._next_message_id
         self._next_message_id += 1
-        id_str = format(number, "x") if self.config.hex_ids else str(number)
+        if self.config.id_style:  # the receipt names it as the style says (id_styles)
+            id_str, receipt_id = message_ids(self.config.id_style, number)
+        else:
+            id_str = format(number, "x") if self.config.hex_ids else str(number)
+            receipt_id = ""
         if self.config.message_id_length:
             # Longer than SMPP's 64, sharing a long prefix: cut, they would all be one id.
             id_str = LONG_ID_PREFIX.ljust(self.config.message_id_length - len(id_str), "x") + id_str
+            if receipt_id:
+                length = self.config.message_id_length - len(receipt_id)
+                receipt_id = LONG_ID_PREFIX.ljust(length, "x") + receipt_id
         short_message = pdu.short_message or b""
         payload = pdu.message_payload
         key = hash(
@@ -338,6 +346,7 @@ class SMSCSimulator:
             index=self.next_index,
             message_id=number,
             id_str=id_str,
+            receipt_id=receipt_id,
             system_id=session.system_id,
             session=session.id,
             source_addr=as_text(pdu.source_addr),
@@ -436,15 +445,25 @@ class SMSCSimulator:
         if config.receipt_text:
             text = user_text(record.text_octets, record.esm_class, record.data_coding)
             fields["short_message"] = receipt_text(
-                record.message_id, stat, error, record.received_at, record.final_at or 0.0, text
+                record.receipt_id or record.message_id,
+                stat,
+                error,
+                record.received_at,
+                record.final_at or 0.0,
+                text,
             )
             if config.receipt_nul:  # PostgreSQL's text cannot hold these
                 fields["short_message"] += b"\0\0nul\0"
         if config.receipt_tlvs:
-            fields["receipted_message_id"] = record.id_str
+            fields["receipted_message_id"] = record.receipt_id or record.id_str
             fields["message_state"] = record.message_state
             fields["network_error_code"] = bytes((GSM_NETWORK,)) + error.to_bytes(2, "big")
-        return deliver_sm(0, message_id_limit=max(64, len(record.id_str)), **fields)
+        longest = max(len(record.id_str), len(record.receipt_id))
+        return self._incoming_pdu()(0, message_id_limit=max(64, longest), **fields)
+
+    def _incoming_pdu(self):  # noqa: ANN202
+        """What receipts and MO go out as: deliver_sm, or data_sm (``data_sm``)."""
+        return data_sm if self.config.data_sm else deliver_sm
 
     def final_date(self, record: SubmitRecord) -> str:
         """query_sm_resp's final_date: empty while the message is en route."""

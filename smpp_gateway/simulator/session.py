@@ -34,6 +34,7 @@ BIND_TRANSMITTER = 0x00000002
 QUERY_SM = 0x00000003
 SUBMIT_SM = 0x00000004
 DELIVER_SM_RESP = 0x80000005
+DATA_SM_RESP = 0x80000103
 UNBIND = 0x00000006
 UNBIND_RESP = 0x80000006
 BIND_TRANSCEIVER = 0x00000009
@@ -48,6 +49,7 @@ ESME_RALYBND = 0x05
 ESME_RINVSRCADR = 0x0A
 ESME_RINVDSTADR = 0x0B
 ESME_RINVMSGID = 0x0C
+ESME_RMSGQFUL = 0x14
 ESME_RTHROTTLED = 0x58
 
 # command_id -> (name, may submit, may receive deliver_sm)
@@ -97,6 +99,7 @@ class SMPPSession(asyncio.Protocol):
         self._timers: dict[str, asyncio.TimerHandle] = {}  # by purpose, one each
         self._unanswered_enquires = 0
         self._unbind_sequence: int | None = None
+        self._queue_full_until = 0.0  # loop time (queue_full_for): every submit gets 0x14
 
     # -- connection ------------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class SMPPSession(asyncio.Protocol):
                 counters.max_outstanding_seen = self.outstanding
             if not self._on_submit(sequence, pdu):
                 self._answered_now += 1
-        elif command_id == DELIVER_SM_RESP:
+        elif command_id in (DELIVER_SM_RESP, DATA_SM_RESP):
             self._on_deliver_sm_resp(sequence, status)
         elif command_id == ENQUIRE_LINK:
             self.sim.counters.enquire_links_received += 1
@@ -274,6 +277,10 @@ class SMPPSession(asyncio.Protocol):
 
     def _on_bind(self, command_id: int, sequence: int, data: bytes) -> None:
         name, can_submit, can_receive = BIND_KINDS[command_id]
+        if self.sim.config.bind_close:  # as SMSCs answer bad credentials: no answer at all
+            self.sim.counters.bind_failures += 1
+            self.abort("bind_close: the bind is answered by closing the connection")
+            return
         pdu = self._decode(sequence, data)
         if pdu is None:
             return
@@ -327,6 +334,9 @@ class SMPPSession(asyncio.Protocol):
         self.can_receive = can_receive
         now = self.loop.time()
         self._tokens, self._tokens_at = max(1.0, config.max_rate), now
+        if config.queue_full_for:  # a half-dead session: enquire_link answered, submits not
+            forever = config.queue_full_for < 0
+            self._queue_full_until = float("inf") if forever else now + config.queue_full_for
         self.sim.counters.binds += 1
         log.info("session %d (%s): %s as %r", self.id, self.peer, name, self.system_id)
         self.sim.session_bound(self)
@@ -409,6 +419,10 @@ class SMPPSession(asyncio.Protocol):
         sim.count_submit_rate(now)
         if not self.can_submit:
             self.send(header_only(SUBMIT_SM | RESPONSE, ESME_RINVBNDSTS, sequence))
+            return False
+        if now < self._queue_full_until:
+            counters.queue_full += 1
+            self.send(header_only(SUBMIT_SM | RESPONSE, ESME_RMSGQFUL, sequence))
             return False
         if config.max_window and self.outstanding > config.max_window:
             counters.window_violations += 1

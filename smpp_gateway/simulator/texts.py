@@ -143,14 +143,15 @@ def smpp_absolute_time(moment: float) -> str:
 
 
 def receipt_text(
-    message_id: int,
+    message_id: int | str,
     stat: str,
     error: int,
     submitted_at: float,
     done_at: float,
     text: str,
 ) -> bytes:
-    """The Appendix B receipt text; ``id:`` is always the decimal form of the id.
+    """The Appendix B receipt text; ``id:`` is the decimal number given, or the id
+    text of an id style (simulator.id_styles) as given.
 
     The original text is cut to 20 characters and anything outside printable
     ASCII becomes ``?``: gateways read receipt texts as ASCII, whatever the

@@ -17,6 +17,7 @@ import struct
 HEADER = struct.Struct(">LLLL")
 SUBMIT_SM_RESP = 0x80000004
 DELIVER_SM = 0x00000005
+DATA_SM = 0x00000103
 
 TLV_SAR_MSG_REF_NUM = 0x020C
 TLV_SAR_TOTAL_SEGMENTS = 0x020E
@@ -111,6 +112,64 @@ def deliver_sm(
         tlvs.append(struct.pack(">HH", TLV_RECEIPTED_MESSAGE_ID, len(value)) + value)
     body += b"".join(tlvs)
     return HEADER.pack(16 + len(body), DELIVER_SM, 0, sequence) + body
+
+
+def data_sm(
+    sequence: int,
+    *,
+    source_addr: str,
+    destination_addr: str,
+    source_addr_ton: int = 0,
+    source_addr_npi: int = 0,
+    dest_addr_ton: int = 0,
+    dest_addr_npi: int = 0,
+    esm_class: int = 0,
+    data_coding: int = 0,
+    short_message: bytes = b"",
+    message_payload: bytes | None = None,
+    sar_msg_ref_num: int | None = None,
+    sar_total_segments: int | None = None,
+    sar_segment_seqnum: int | None = None,
+    network_error_code: bytes | None = None,
+    message_state: int | None = None,
+    receipted_message_id: str | None = None,
+    address_limit: int = ADDRESS_MAX,
+    message_id_limit: int = MESSAGE_ID_MAX,
+) -> bytes:
+    """The same message as ``deliver_sm`` would carry, as a data_sm (SMPP 3.4 4.7):
+    no short_message, the text in ``message_payload``; TLVs in smpplib's order."""
+    if short_message and message_payload:
+        raise ValueError("short_message and message_payload exclude each other")
+    payload = message_payload or short_message
+    body = b"".join(
+        (
+            b"\0",  # service_type
+            bytes((source_addr_ton, source_addr_npi)),
+            _c_string(source_addr, address_limit, "source_addr"),
+            bytes((dest_addr_ton, dest_addr_npi)),
+            _c_string(destination_addr, address_limit, "destination_addr"),
+            bytes((esm_class, 0, data_coding)),  # esm_class, registered_delivery, data_coding
+        )
+    )
+    tlvs = []
+    if sar_msg_ref_num is not None:
+        tlvs.append(struct.pack(">HHH", TLV_SAR_MSG_REF_NUM, 2, sar_msg_ref_num))
+    if sar_total_segments is not None:
+        tlvs.append(struct.pack(">HHB", TLV_SAR_TOTAL_SEGMENTS, 1, sar_total_segments))
+    if sar_segment_seqnum is not None:
+        tlvs.append(struct.pack(">HHB", TLV_SAR_SEGMENT_SEQNUM, 1, sar_segment_seqnum))
+    if payload:
+        tlvs.append(struct.pack(">HH", TLV_MESSAGE_PAYLOAD, len(payload)) + payload)
+    if receipted_message_id:
+        value = _c_string(receipted_message_id, message_id_limit, "receipted_message_id")
+        tlvs.append(struct.pack(">HH", TLV_RECEIPTED_MESSAGE_ID, len(value)) + value)
+    if message_state is not None:
+        tlvs.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
+    if network_error_code:
+        tlvs.append(struct.pack(">HH", TLV_NETWORK_ERROR_CODE, len(network_error_code)))
+        tlvs.append(network_error_code)
+    body += b"".join(tlvs)
+    return HEADER.pack(16 + len(body), DATA_SM, 0, sequence) + body
 
 
 def truncated(pdu: bytes, how: int) -> bytes:
