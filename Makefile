@@ -9,7 +9,12 @@ HTTP_PORT ?= 8080
 # SMSAPI_AUTH=required and SECRET_KEY; `manage.py serve` warns otherwise).
 HTTP_HOST ?= 127.0.0.1
 SIMULATOR_PORT ?= 2775
+# The test runs' PostgreSQL (its test databases are made beside `test`) and Redis;
+# two runs on one host need their own names: `make test PG_TEST_DB=a FAULTS_TEST_DB=b
+# REDIS_TEST_URL=redis://127.0.0.1:6379/4`.
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+PG_TEST_DB ?= test_smsapi
+FAULTS_TEST_DB ?= test_faults
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/3
 
 .PHONY: run test test-sqlite test-postgres faults bench lint install install-dev browser migrate simulator worker clean
@@ -54,21 +59,21 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite on SQLite, then the store and end-to-end tests again on
-# PostgreSQL with the Redis channel layer.
+# Lint, the whole suite on SQLite, the store and end-to-end tests again on
+# PostgreSQL with the Redis channel layer, then the fault suite.
 test: install-dev browser lint test-sqlite test-postgres faults
 
 test-sqlite: install-dev
 	$(PY) -m pytest -q
 
 test-postgres: install-dev
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=test_smsapi \
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=$(PG_TEST_DB) \
 		$(PY) -m pytest -q -m store
 
 # Thousands of messages through every SMSC fault and a worker killed at random
 # moments; prints one line of figures per scenario (also in test-output/faults.json).
 faults: install-dev
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=test_faults \
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) SMSAPI_TEST_DB_NAME=$(FAULTS_TEST_DB) \
 		$(PY) -m pytest -q -s -p no:logging -m faults tests/faults
 
 # The performance figures of issue 7 (docs/performance.md): the service as processes,

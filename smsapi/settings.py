@@ -412,6 +412,8 @@ LOGGING = {
     "loggers": {
         "smpplib": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # ... but where a server listens is said at start ("Listening on TCP address ...").
+        "daphne.server": {"level": "INFO"},
         "django.channels.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},  # a line per webhook POST: ours say more
     },
