@@ -40,6 +40,8 @@ from .operator_actions import cancel_queued, resend_failed
 from .smsc_ids import match_keys
 from .states import State
 
+SMSC_IDS_SHOWN = 2  # in the message list; the message page lists them all
+
 admin.site.site_header = "SMS API"
 admin.site.site_title = "SMS API admin"
 admin.site.index_title = "Message log"
@@ -356,7 +358,14 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ids = [part.smsc_id for part in message.parts.all() if part.smsc_id]
         if not ids:
             return "-"
-        return format_html_join(", ", "<code>{}</code>", ((i,) for i in ids))
+        shown = format_html_join(", ", "<code>{}</code>", ((i,) for i in ids[:SMSC_IDS_SHOWN]))
+        if len(ids) <= SMSC_IDS_SHOWN:
+            return shown
+        # A long message's ids would make the column (and the page) too wide: the rest
+        # are in the tooltip and on the message's page.
+        return format_html(
+            '{} <span title="{}">… (+{})</span>', shown, "\n".join(ids), len(ids) - SMSC_IDS_SHOWN
+        )
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("messaging.change_message")

@@ -7,11 +7,16 @@ JSON blob (``json_script``).
 
 from __future__ import annotations
 
+from functools import cache
+
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.contrib.staticfiles import finders
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, get_script_prefix, reverse
 from django.views.decorators.http import require_GET
+
+from . import demo_simulator
 
 
 def api_base() -> str:
@@ -31,6 +36,9 @@ def page_config() -> dict:
         "concat": settings.SMPP_CONCAT,
         "max_parts": settings.SMS_MAX_PARTS,
         "admin_url": admin_url,
+        "docs_url": reverse("docs"),
+        # serve --simulator: the page offers "simulate an incoming message".
+        "simulator": demo_simulator.embedded() is not None,
     }
 
 
@@ -38,3 +46,23 @@ def page_config() -> dict:
 def dashboard(request: HttpRequest) -> HttpResponse:
     """GET /"""
     return render(request, "index.html", {"config": page_config()})
+
+
+@cache
+def _favicon() -> bytes | None:
+    path = finders.find("favicon.ico")
+    if path is None:
+        return None
+    with open(path, "rb") as file:
+        return file.read()
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """GET /favicon.ico: browsers ask for it at the root whatever the page says."""
+    icon = _favicon()
+    if icon is None:
+        raise Http404("no favicon")
+    response = HttpResponse(icon, content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

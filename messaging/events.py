@@ -65,6 +65,10 @@ def in_db_thread(
 
 # What the clients may filter on (``?type=``).
 EVENT_TYPES = tuple(Event.Type.values)
+# What a stream carries when ``?type=`` is absent: what sms-api-server's streams
+# carried (receipts and incoming messages), so its clients keep working unchanged;
+# ``status`` (and any later type) only when asked for.
+DEFAULT_STREAM_TYPES = (Event.Type.RECEIPT.value, Event.Type.MO.value)
 # The keys that come first, in the old server's order.
 LEADING_KEYS = ("src", "dst", "text", "type")
 BATCH = 500
@@ -107,11 +111,18 @@ def last_event_id() -> int:
 
 def event_data(event: Event) -> dict:
     """The JSON object clients see: the stored payload, its first keys in the old
-    server's order (src, dst, text, type), then the additions, then ``event_id``."""
+    server's order (src, dst, text, type), then the additions, then ``at`` and
+    ``event_id``.
+
+    ``at`` is when the gateway recorded the event (ISO 8601, UTC): the one place
+    every stream (SSE, WebSocket) and webhook takes its events from, so each
+    consumer can tell when a receipt arrived, replayed or not.
+    """
     payload = event.payload if isinstance(event.payload, dict) else {}
     data = {key: payload.get(key, "") for key in LEADING_KEYS}
     data["type"] = payload.get("type") or event.type
     data.update((key, value) for key, value in payload.items() if key not in data)
+    data["at"] = event.created_at.isoformat() if event.created_at else None
     data["event_id"] = event.pk
     return data
 
@@ -177,7 +188,10 @@ def parse_start(value: str | None, name: str) -> int | None:
 
 
 def parse_filter(type_param: str | None, id_param: str | None) -> EventFilter:
-    """``?type=receipt,mo`` and ``?id=<our message id>`` as an EventFilter."""
+    """``?type=receipt,mo`` and ``?id=<our message id>`` as an EventFilter.
+
+    Without types (absent or empty): ``DEFAULT_STREAM_TYPES``.
+    """
     types: list[str] = []
     for item in (type_param or "").split(","):
         item = item.strip().lower()
@@ -194,7 +208,7 @@ def parse_filter(type_param: str | None, id_param: str | None) -> EventFilter:
         if not (id_param.strip().isascii() and id_param.strip().isdigit()):
             raise InvalidParameter(f'invalid parameter "id"="{id_param}": a message id expected')
         message_id = int(id_param.strip())
-    return EventFilter(types=tuple(types), message_id=message_id)
+    return EventFilter(types=tuple(types) or DEFAULT_STREAM_TYPES, message_id=message_id)
 
 
 def _writes_in_commit_order() -> bool:

@@ -24,7 +24,7 @@ import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
@@ -91,6 +91,20 @@ def heartbeat_max_age() -> float:
     return float(getattr(settings, "HEALTH_HEARTBEAT_MAX_AGE", 15.0))
 
 
+def fresh_since() -> datetime:
+    """Heartbeats older than this no longer count (``heartbeat_max_age``)."""
+    return timezone.now() - timedelta(seconds=heartbeat_max_age())
+
+
+def any_worker_bound() -> bool:
+    """Whether some worker holds a bind and has said so recently (one indexed read).
+
+    The same rule as readiness's "smpp" check; for ``/v1/send``, which asks it
+    at most once a second per process (``messaging.smsc_answers.LinkWatch``).
+    """
+    return LinkStatus.objects.filter(state=BOUND, heartbeat_at__gte=fresh_since()).exists()
+
+
 @dataclass
 class Readiness:
     """The outcome of the readiness checks, each named with its verdict."""
@@ -137,7 +151,7 @@ def check_readiness() -> Readiness:
         return result
     result.checks["database"] = "ok"
 
-    fresh_since = timezone.now() - timedelta(seconds=heartbeat_max_age())
+    fresh = fresh_since()
     try:
         links = list(LinkStatus.objects.order_by("-heartbeat_at")[:50])
     except DatabaseError:
@@ -146,7 +160,7 @@ def check_readiness() -> Readiness:
         result.error = "the link status could not be read"
         return result
     result.bound_workers = [
-        link.worker_id for link in links if link.state == BOUND and link.heartbeat_at >= fresh_since
+        link.worker_id for link in links if link.state == BOUND and link.heartbeat_at >= fresh
     ]
     if result.bound_workers:
         result.checks["smpp"] = "ok"
@@ -154,7 +168,7 @@ def check_readiness() -> Readiness:
     result.checks["smpp"] = "failed"
     if not links:
         result.error = "no SMPP worker has reported; is smpp_worker running?"
-    elif links[0].heartbeat_at < fresh_since:
+    elif links[0].heartbeat_at < fresh:
         result.error = (
             f"no SMPP worker has reported for {heartbeat_max_age():g} s "
             f"(last: {links[0].worker_id}, {links[0].state})"

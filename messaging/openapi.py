@@ -113,6 +113,41 @@ class ReadinessSerializer(serializers.Serializer):
     error = serializers.CharField(required=False, help_text="Which check failed, and why.")
 
 
+class LinkHealthSerializer(serializers.Serializer):
+    throttled = serializers.IntegerField()
+    queue_full = serializers.IntegerField()
+    refused = serializers.IntegerField()
+    rate = serializers.FloatField()
+    sent = serializers.FloatField()
+    refusing_for = serializers.FloatField()
+    bells_dropped = serializers.IntegerField()
+
+
+class StatusLinkSerializer(serializers.Serializer):
+    state = serializers.CharField(
+        help_text="connecting, bound, disconnected, stalled, failed or stopped."
+    )
+    worker_id = serializers.CharField(required=False, help_text="Only with details (see below).")
+    detail = serializers.CharField(required=False)
+    smsc = serializers.CharField(required=False, help_text="host:port the worker binds to.")
+    changed_at = serializers.DateTimeField(required=False)
+    heartbeat_at = serializers.DateTimeField(required=False)
+    health = LinkHealthSerializer(required=False, allow_null=True)
+
+
+class StatusSerializer(serializers.Serializer):
+    link = StatusLinkSerializer(
+        many=True,
+        help_text="One entry per worker; a cleanly stopped worker is left out once another "
+        "has reported, or after HEALTH_HEARTBEAT_MAX_AGE seconds.",
+    )
+    counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Messages per state (a key's own); {} without a key when keys are required.",
+    )
+    last_event_id = serializers.IntegerField()
+
+
 # --- requests ---------------------------------------------------------------------------
 
 
@@ -266,6 +301,23 @@ message_detail_schema = extend_schema_view(
         tags=["messages"],
         summary="One message: parts, SMSC ids, receipts and its timeline",
         responses={200: MessageDetailSerializer, 404: _ERROR, **_KEY_ERRORS},
+    )
+)
+
+status_schema = extend_schema_view(
+    get=extend_schema(
+        operation_id="status",
+        tags=["operations"],
+        summary="The SMPP link of each worker and the message counts (the dashboard's header)",
+        description=(
+            "With SMSAPI_AUTH=required: without a key, each link says only its state (all its "
+            "details to a logged-in staff user of the admin) and counts is {}; with a key, "
+            "the details and the counts of that key's messages."
+        ),
+        parameters=[
+            OpenApiParameter("api_key", OpenApiTypes.STR, description="A key, for browsers.")
+        ],
+        responses={200: StatusSerializer, 401: _KEY_ERRORS[401]},
     )
 )
 

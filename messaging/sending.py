@@ -118,6 +118,8 @@ async def send(
 
     wait = params.get("wait", 0.0) if params.get("schedule") is None else 0.0
     answers = smsc_answers() if wait > 0 else None
+    if answers is not None and not await answers.link.bound():
+        answers = None  # no worker is bound: nothing will answer within the wait
     new = serializer.new_message(idempotency_key, request_hash, _owner_id(api_key), data=params)
     if answers is not None:
         try:

@@ -403,6 +403,8 @@ class MessageSerializer(serializers.ModelSerializer):
     status = serializers.CharField(source="state")
     parts = serializers.IntegerField(source="parts_count")
     message_ids = serializers.SerializerMethodField()
+    # Stored as one string of characters; a list here, as /v1/send answers it.
+    ucs2_forced_by = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
@@ -432,6 +434,9 @@ class MessageSerializer(serializers.ModelSerializer):
 
     def get_message_ids(self, message: Message) -> list[str | None]:
         return [p.smsc_id for p in message.parts.all()]
+
+    def get_ucs2_forced_by(self, message: Message) -> list[str]:
+        return list(message.ucs2_forced_by or "")
 
 
 class MessageDetailSerializer(MessageSerializer):

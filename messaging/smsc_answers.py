@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from channels.layers import get_channel_layer
 from django.db.models import Prefetch
 
 from .events import in_db_thread
+from .health import any_worker_bound
 from .models import Message, MessagePart
 from .per_event_loop import PerEventLoop
 from .states import State
@@ -27,6 +29,7 @@ from .store import SmscAnswer
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0  # seconds between looks at the store while requests wait
+LINK_REFRESH = 1.0  # seconds a "some worker is bound" answer is trusted
 EARLY_SECONDS = 10.0  # how long an id rung for before its request waited is kept
 EARLY_KEPT = 10_000  # past this many such ids, the old ones are forgotten
 
@@ -53,6 +56,38 @@ def read_answers(message_ids: list[int]) -> list[SmscAnswer]:
     ]
 
 
+class LinkWatch:
+    """Whether some SMPP worker is bound, as the heartbeats say, read at most once
+    every ``LINK_REFRESH`` seconds per event loop (concurrent callers share the read).
+
+    With no worker bound a send has nothing to wait for: it answers 202 at once
+    instead of after ``SMS_SEND_WAIT``. A read that fails counts as bound (the
+    send waits, as it did before).
+    """
+
+    def __init__(self, refresh: float = LINK_REFRESH) -> None:
+        self.refresh = refresh
+        self._bound = True
+        self._read_at = -math.inf
+        self._reading: asyncio.Future | None = None
+
+    async def bound(self) -> bool:
+        if time.monotonic() - self._read_at < self.refresh:
+            return self._bound
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> bool:
+        try:
+            self._bound = await in_db_thread(any_worker_bound)()
+        except Exception:
+            logger.warning("could not read the link status; waiting as usual", exc_info=True)
+            self._bound = True
+        self._read_at = time.monotonic()
+        return self._bound
+
+
 class SmscAnswers:
     """This event loop's waiting requests, and the one listener that serves them."""
 
@@ -63,6 +98,7 @@ class SmscAnswers:
         # Answers rung for before their request began to wait (a fast SMSC):
         # id -> (when, answer).
         self._early: dict[int, tuple[float, SmscAnswer]] = {}
+        self.link = LinkWatch()
 
     async def prepare(self) -> str:
         """The channel a waiting message names, for the worker's bell."""

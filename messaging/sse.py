@@ -225,6 +225,9 @@ async def event_stream(
 async def sse_view(request: HttpRequest) -> HttpResponse:
     """GET /v1/sse[?since=<event id>][&type=receipt,mo,status][&id=<message id>][&link=1]
 
+    Without ``type``: receipts and incoming messages only, as sms-api-server's
+    stream (``events.DEFAULT_STREAM_TYPES``).
+
     With SMSAPI_AUTH=required, a key (``Authorization: Bearer`` or ``?api_key=``,
     as EventSource cannot set headers) sees its own messages' events only.
     """

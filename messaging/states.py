@@ -104,7 +104,9 @@ SMPP_STATE_NAMES = {
 }
 
 _QUERY_NAMES = {
-    State.QUEUED: "ENROUTE",
+    # Not yet given to the SMSC: SMPP's "delivery not yet initiated" (message_state 0),
+    # never ENROUTE, which would claim the SMSC has it.
+    State.QUEUED: "SCHEDULED",
     State.SUBMITTING: "ENROUTE",
     State.SUBMITTED: "ENROUTE",
     State.DELIVERED: "DELIVERED",

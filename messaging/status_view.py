@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.db.models import Count
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from . import api_keys
 from .authentication import request_api_key, unauthorized
 from .events import last_event_id
-from .health import LinkHealth
+from .health import LinkHealth, heartbeat_max_age
 from .models import ApiKey, LinkStatus, Message
+from .openapi import status_schema
+
+STOPPED = "stopped"  # the LinkStatus state of a worker that stopped cleanly
+
+
+def live_links(rows: Iterable[LinkStatus], now: datetime | None = None) -> list[LinkStatus]:
+    """The links worth showing: a cleanly stopped worker does not count against the total.
+
+    A ``stopped`` link is left out once any other worker has reported (the one
+    that replaced it after a restart), and once it is older than the heartbeat's
+    age limit: "stopped" is news for a moment after a full stop, then not.
+    """
+    rows = list(rows)
+    if any(row.state != STOPPED for row in rows):
+        return [row for row in rows if row.state != STOPPED]
+    recent = (now or timezone.now()) - timedelta(seconds=heartbeat_max_age())
+    return [row for row in rows if row.changed_at >= recent]
 
 
 def link_status(api_key: ApiKey | None = None, counts: bool = True, details: bool = True) -> dict:
@@ -24,7 +45,7 @@ def link_status(api_key: ApiKey | None = None, counts: bool = True, details: boo
     with ``counts=False``. With ``details=False`` each link says only its state
     (no worker id, SMSC address, system_id or bind detail).
     """
-    rows = LinkStatus.objects.order_by("worker_id")
+    rows = live_links(LinkStatus.objects.order_by("worker_id"))
     if details:
         links = []
         for row in rows:
@@ -42,7 +63,7 @@ def link_status(api_key: ApiKey | None = None, counts: bool = True, details: boo
                 }
             )
     else:
-        links = [{"state": state} for state in rows.values_list("state", flat=True)]
+        links = [{"state": row.state} for row in rows]
     messages = Message.objects.order_by()
     if api_key is not None:
         messages = messages.filter(api_key=api_key)
@@ -68,8 +89,15 @@ def is_staff_session(request: HttpRequest) -> bool:
     return bool(user.is_active and user.is_staff)
 
 
-@require_GET
-def status_view(request: HttpRequest) -> JsonResponse:
+@status_schema
+class StatusView(APIView):
+    """GET /v1/status (a DRF view for its OpenAPI description; no DRF auth applies)."""
+
+    def get(self, request: Request) -> HttpResponse:
+        return status_answer(request._request)
+
+
+def status_answer(request: HttpRequest) -> JsonResponse:
     """GET /v1/status
 
     The state of each link is public, like /healthz. With SMSAPI_AUTH=required
@@ -90,3 +118,6 @@ def status_view(request: HttpRequest) -> JsonResponse:
     response = JsonResponse(status)
     response["Cache-Control"] = "no-store"
     return response
+
+
+status_view = StatusView.as_view()

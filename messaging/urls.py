@@ -1,8 +1,10 @@
 from django.urls import path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from . import views
 from .dashboard import dashboard
+from .demo_simulator import SimulatedMOView
 from .sse import sse_view
 from .status_view import status_view
 
@@ -14,8 +16,11 @@ urlpatterns = [
     path("v1/messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
     path("v1/sse", sse_view, name="sse"),
     path("v1/status", status_view, name="status"),
+    # Exists only while `serve --simulator` runs the simulator in-process (404 otherwise).
+    path("v1/simulator/mo", SimulatedMOView.as_view(), name="simulator-mo"),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("v1/docs/", RedirectView.as_view(pattern_name="docs", permanent=True)),
     path("v1/redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("", dashboard, name="dashboard"),
 ]

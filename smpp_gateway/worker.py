@@ -256,7 +256,11 @@ class SMPPWorker:
                 reason = await self._serve(session)
                 self._session = None
                 await self._set_link("disconnected", reason)
-                logger.warning("SMPP disconnected: %s", reason)
+                # A stop we were asked for is routine (INFO); any other loss is news.
+                stopping = self._stopping.is_set() and self._died is None
+                logger.log(
+                    logging.INFO if stopping else logging.WARNING, "SMPP disconnected: %s", reason
+                )
                 if self._stopping.is_set() or self._died is not None:
                     break
             delay = self.config.reconnect_delays[
@@ -984,11 +988,26 @@ class SMPPWorker:
             f"(sent {self.rate.sent.rate():.1f}/s over the last second)"
         )
 
+    @property
+    def smsc_address(self) -> str:
+        """``host:port`` this worker binds to (what /v1/status and /metrics label it with).
+
+        The session's own address, not ``SMPP_ADDR``: ``serve`` points the worker
+        at its embedded simulator (``SIMULATOR_PORT``) whatever that setting says.
+        """
+        cfg = self.config.session
+        return f"{cfg.host}:{cfg.port}"
+
     async def _set_link(self, state: str, detail: str) -> None:
         self.link_state = state
         try:
             await self._db(
-                _save_link_status, self.worker_id, state, detail, self.link_health().as_dict()
+                _save_link_status,
+                self.worker_id,
+                state,
+                detail,
+                self.link_health().as_dict(),
+                self.smsc_address,
             )
         except Exception:
             logger.warning("could not record link state %s", state, exc_info=True)
@@ -1039,14 +1058,14 @@ def _store_receipts(receipts: list[ReceiptIn]) -> Notifications:
     return store.record_results((), receipts)
 
 
-def _save_link_status(worker_id: str, state: str, detail: str, health: dict) -> None:
+def _save_link_status(worker_id: str, state: str, detail: str, health: dict, smsc: str) -> None:
     now = timezone.now()
     LinkStatus.objects.update_or_create(
         worker_id=worker_id,
         defaults={
             "state": state,
             "detail": detail[:200],
-            "smsc": settings.SMPP_ADDR or "localhost:2775",
+            "smsc": smsc[:200],
             "changed_at": now,
             "heartbeat_at": now,
             "health": health,

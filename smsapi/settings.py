@@ -223,6 +223,11 @@ SMPP_MAX_UNANSWERED_DELIVERS = env_int("SMPP_MAX_UNANSWERED_DELIVERS", 5000)
 # is reported stalled (/readyz 503, an ERROR line) and bound again; 0: never.
 SMPP_STALL_REBIND_AFTER = env_float("SMPP_STALL_REBIND_AFTER", 60.0)
 
+# --- dashboard and admin display (issue 21) ---
+# The admin shows times to the microsecond (smsapi/formats/en/formats.py): the order of
+# one message's events, milliseconds apart, must be visible.
+FORMAT_MODULE_PATH = ["smsapi.formats"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------

@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views import defaults
 
+from messaging.dashboard import favicon
 from messaging.health import HealthView, ReadinessView
 from messaging.metrics import MetricsView
 from smsapi.handlers import api_paths
@@ -23,6 +24,7 @@ urlpatterns = [
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadinessView.as_view(), name="readyz"),
     path("metrics", MetricsView.as_view(), name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),
     path(prefix, include("messaging.urls")),
 ]
 

@@ -335,7 +335,8 @@ def own_and_foreign_events():
 
 async def test_events_socket_carries_only_the_keys_events(auth_required):
     keys, messages, before, ids = await database_sync_to_async(own_and_foreign_events)()
-    path = f"/v1/ws/jsonrpc/events?since={before}&api_key={keys['alice'].key}"
+    query = f"since={before}&type=receipt,mo,status&api_key={keys['alice'].key}"
+    path = f"/v1/ws/jsonrpc/events?{query}"
     ws = WebsocketCommunicator(application, path)
     assert (await ws.connect())[0]
     try:
@@ -377,17 +378,24 @@ def sse_event_ids(server, path: str, count: int) -> list[int]:
         client.close()
 
 
+ALL_TYPES = "receipt,mo,status"  # the default streams carry receipts and incoming only
+
+
 def test_sse_with_api_key_gets_only_its_own_events(server):
     keys, messages, before, ids = own_and_foreign_events()
     # A marker event of each key at the end proves nothing else came in between.
     marker_alice = add_events(1, "status", messages["alice"], ring=False)
     marker_quiet = add_events(1, "status", messages["quiet"], ring=False)
 
-    alice = sse_event_ids(server, f"/v1/sse?since={before}&api_key={keys['alice'].key}", 4)
+    alice = sse_event_ids(
+        server, f"/v1/sse?since={before}&type={ALL_TYPES}&api_key={keys['alice'].key}", 4
+    )
     assert alice == ids["alice"] + ids["mo"] + ids["alice2"] + marker_alice
 
     # receive_incoming=False: no incoming messages either.
-    quiet = sse_event_ids(server, f"/v1/sse?since={before}&api_key={keys['quiet'].key}", 2)
+    quiet = sse_event_ids(
+        server, f"/v1/sse?since={before}&type={ALL_TYPES}&api_key={keys['quiet'].key}", 2
+    )
     assert quiet == ids["quiet"] + marker_quiet
 
     # The header works as well, and filters still apply within the key's events.

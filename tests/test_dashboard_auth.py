@@ -2,7 +2,7 @@
 
 Without a key the page says so (the send socket is refused, the table cannot
 load); once the key is typed into the *API key* field it is kept in the
-browser and the page sends, streams and lists with it.
+browser and the page sends, streams and lists with it, without a reload.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_the_page_asks_for_a_key_then_works_with_it(browser, service, tmp_path):
         page.goto(f"http://127.0.0.1:{service['http']}/")
         page.wait_for_selector('#link-pill[data-state="ok"]', timeout=20_000)  # public
         page.wait_for_function(
-            "document.querySelector('#rpc-pill .label').textContent.includes('API key refused')",
+            "document.querySelector('#rpc-pill .label').textContent.includes('API key needed')",
             timeout=10_000,
         )
         page.wait_for_function(
@@ -60,9 +60,11 @@ def test_the_page_asks_for_a_key_then_works_with_it(browser, service, tmp_path):
             timeout=10_000,
         )
 
+        page.evaluate("window.samePage = true")
         page.fill("#api-key", key)
-        with page.expect_navigation():
-            page.press("#api-key", "Enter")  # kept, and the page starts again with it
+        page.press("#api-key", "Enter")  # kept; the connections start again with it
+        page.wait_for_selector('#rpc-pill[data-state="ok"]', timeout=10_000)
+        assert page.evaluate("window.samePage") is True  # no reload (issue 21)
         assert page.evaluate("localStorage.getItem('smsapi.apiKey')") == key
         assert page.input_value("#api-key") == key
         page.wait_for_selector('#rpc-pill[data-state="ok"]', timeout=10_000)

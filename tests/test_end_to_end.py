@@ -85,10 +85,12 @@ def test_smsc_down_at_send_time_is_sent_once_it_is_up(api, start_worker, tmp_pat
     assert response.status_code == 202
     message_id = response.json()["id"]
     assert state_of(message_id) == "queued"
+    # With no worker bound the send no longer waits (issue 21): wait here for the
+    # worker to find the SMSC down before bringing it up.
+    wait_until(lambda: "connection failed" in worker.output(), timeout=30)
     with SimulatorThread(SimulatorConfig(port=port, receipt_delay=0.05)) as smsc:
         wait_until(lambda: state_of(message_id) == "delivered", timeout=30)
         assert [r.short_message for r in smsc.submits()] == [b"later"]
-    assert "connection failed" in worker.output()
 
 
 def test_receipt_before_response_and_hex_ids_are_matched(api, start_worker):

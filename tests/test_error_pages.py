@@ -52,7 +52,7 @@ async def test_a_json_404_even_with_debug_pages_on(settings):
 
 
 async def test_a_wrong_method_is_a_json_405_with_allow():
-    status, headers, body = await call("POST", "/v1/status")  # a plain Django view
+    status, headers, body = await call("POST", "/v1/sse")  # a plain Django view
     assert_json_error((status, headers, body), 405)
     assert headers[b"Allow"] == b"GET"
     assert_json_error(await call("DELETE", "/v1/send"), 405)  # a DRF view

@@ -35,7 +35,14 @@ def test_schema_is_valid_openapi_in_yaml_and_json(client):
     assert json.loads(as_json.content) == spec
     paths = set(spec["paths"])
     assert {"/v1/send", "/v1/query", "/v1/messages", "/v1/messages/{id}"} <= paths
-    assert {"/healthz", "/readyz", "/metrics"} <= paths
+    assert {"/healthz", "/readyz", "/metrics", "/v1/status"} <= paths
+    status = spec["paths"]["/v1/status"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert status["schema"]["$ref"].endswith("/Status")
+    assert set(spec["components"]["schemas"]["Status"]["properties"]) == {
+        "link",
+        "counts",
+        "last_event_id",
+    }
     send = spec["paths"]["/v1/send"]["post"]
     assert set(send["responses"]) == {"200", "202", "400", "401", "409", "429", "502", "503"}
     query = spec["paths"]["/v1/query"]["get"]["responses"]

@@ -70,8 +70,10 @@ def test_revoking_a_key_closes_its_sockets_and_streams(server):
     first = add_events(1, "status", message, ring=False)[0]
 
     rpc = WsClient(server.port, f"/v1/ws/jsonrpc?api_key={issued.key}", timeout=1)
-    events = WsClient(server.port, f"/v1/ws/jsonrpc/events?since={first - 1}&api_key={issued.key}")
-    sse = SseClient(server.port, f"/v1/sse?since={first - 1}&api_key={issued.key}", timeout=1)
+    # Status events are carried when asked for (the default streams: receipts and incoming).
+    query = f"since={first - 1}&type=receipt,mo,status&api_key={issued.key}"
+    events = WsClient(server.port, f"/v1/ws/jsonrpc/events?{query}")
+    sse = SseClient(server.port, f"/v1/sse?{query}", timeout=1)
     bystander = WsClient(server.port, f"/v1/ws/jsonrpc?api_key={other.key}")
     try:
         # All three work before the revocation.

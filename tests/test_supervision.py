@@ -313,7 +313,10 @@ def test_serve_exits_70_when_its_simulator_cannot_listen(tmp_path, simulator):
         DATABASE_URL=database_url(),
     )
     try:
-        assert_died_loudly(serve, "smsc-simulator", "address already in use")
+        output = assert_died_loudly(serve, "smsc-simulator", "address already in use")
+        # One clear line: which port, and the setting to change (issue 21).
+        assert f"SMSC simulator port {simulator.port} on 127.0.0.1 is already in use" in output
+        assert "set SIMULATOR_PORT to a free port" in output.splitlines()[-1], output
     finally:
         serve.kill()
 
@@ -331,7 +334,11 @@ def test_serve_exits_70_when_its_http_port_is_taken(tmp_path):
             "--no-webhooks",
         )
         try:
-            assert_died_loudly(serve, "http-listener", "Address already in use")
+            output = assert_died_loudly(serve, "http-listener", "Address already in use")
+            port = taken.getsockname()[1]
+            assert f"HTTP port {port} on 127.0.0.1 is already in use" in output
+            assert "set HTTP_PORT to a free port" in output.splitlines()[-1], output
+            assert "SMS API listening" not in output, output  # never said when untrue
         finally:
             serve.kill()
 

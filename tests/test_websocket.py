@@ -132,9 +132,11 @@ async def test_submit_then_query_the_stored_message():
 
 
 async def test_calls_run_concurrently_and_answers_come_out_of_order():
+    # A worker says it is bound (else a send does not wait at all, issue 21) but none
+    # runs: the submit waits its whole second for the SMSC.
+    await database_sync_to_async(_a_silent_bound_worker)()
     ws = await open_socket(RPC)
     try:
-        # No worker runs: this submit waits its whole second for the SMSC.
         slow = {"dst": "5550001", "text": "slow", "wait": "1"}
         await ws.send_json_to({"method": "SM.Submit", "params": [slow], "id": "slow"})
         await ws.send_json_to({"method": "SM.Query", "params": [{"id": "1"}], "id": "fast"})
@@ -144,6 +146,15 @@ async def test_calls_run_concurrently_and_answers_come_out_of_order():
         assert second["result"]["status"] == "queued"
     finally:
         await ws.disconnect()
+
+
+def _a_silent_bound_worker() -> None:
+    from django.utils import timezone
+
+    from messaging.models import LinkStatus
+
+    now = timezone.now()
+    LinkStatus.objects.create(worker_id="silent", state="bound", changed_at=now, heartbeat_at=now)
 
 
 # --- /v1/ws/jsonrpc/events ------------------------------------------------------------

@@ -173,6 +173,9 @@ class SimulatorConfig:
     # Housekeeping.
     record_limit: int = setting(100_000, "accepted submits kept in memory (oldest dropped)")
     seed: int | None = setting(None, "random seed, for reproducible faults")
+    owed_file: str = setting(
+        "", "JSON file keeping receipts/MO still owed across a restart (sent on the next bind)"
+    )
 
     def __post_init__(self) -> None:
         self.validate()

@@ -9,9 +9,12 @@ is what lets a test check that the gateway loses no receipt across restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
+import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +89,12 @@ class Timers:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def take_all(self) -> list[tuple[Callable[[Any], None], Any]]:
+        """Remove every pending entry and return ``(callback, argument)`` in due order."""
+        entries = [(callback, argument) for _, _, callback, argument in sorted(self._heap)]
+        self.cancel_all()
+        return entries
+
     def cancel_all(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
@@ -153,5 +162,62 @@ class Outbox:
             return len(self._ready.get(system_id, ()))
         return sum(len(queue) for queue in self._ready.values())
 
+    def take_all(self) -> list[Delivery]:
+        """Remove and return every delivery waiting for a receiver, in queue order."""
+        deliveries = [delivery for queue in self._ready.values() for delivery in queue]
+        self._ready.clear()
+        return deliveries
+
     def clear(self) -> None:
         self._ready.clear()
+
+
+class OwedFile:
+    """Receipts and MO still owed when the simulator stops, kept in a JSON file.
+
+    A real SMSC keeps what it owes a system_id across its own restarts and sends
+    it on the next bind; ``SimulatorConfig.owed_file`` makes the simulator do the
+    same (``manage.py serve --simulator`` sets it under SMSAPI_DATA_DIR). Only
+    the PDU octets and the owner are kept: the submit log is not, so a query_sm
+    for a message from before the restart answers "unknown id".
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def save(self, deliveries: list[Delivery]) -> int:
+        """Write the deliveries (junk ones are not owed); returns how many were written."""
+        owed = [
+            {"kind": d.kind, "system_id": d.system_id, "pdu": d.pdu.hex()}
+            for d in deliveries
+            if d.kind in (RECEIPT, MO)
+        ]
+        if not owed:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            return 0
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump({"version": self.VERSION, "owed": owed}, file)
+        os.replace(temporary, self.path)  # never a half-written file
+        return len(owed)
+
+    def load(self) -> list[Delivery]:
+        """Read and remove the file; a missing or unreadable file owes nothing."""
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                data = json.load(file)
+            owed = [
+                Delivery(str(item["kind"]), str(item["system_id"]), bytes.fromhex(item["pdu"]))
+                for item in data["owed"]
+                if item["kind"] in (RECEIPT, MO)
+            ]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("owed deliveries file %s unreadable, ignored: %s", self.path, error)
+            return []
+        os.remove(self.path)  # they are in memory now: saved again at the next stop
+        return owed

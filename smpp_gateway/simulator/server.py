@@ -16,7 +16,7 @@ from smpp_gateway.pdu import as_text
 
 from .config import STATE_BY_STAT, SimulatorConfig
 from .control import ControlServer
-from .deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, Timers
+from .deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, OwedFile, Timers
 from .id_styles import message_ids
 from .records import Stats, SubmitRecord
 from .session import ESME_RALYBND, SMPPSession
@@ -78,6 +78,12 @@ class SMSCSimulator:
         self._loop = asyncio.get_running_loop()
         self._timers = Timers(self._loop)
         self._outbox = Outbox(self._timers)
+        if self.config.owed_file:
+            owed = OwedFile(self.config.owed_file).load()
+            for delivery in owed:
+                self._outbox.put(delivery)  # sent on the first bind of its system_id
+            if owed:
+                log.info("%d receipts/MO owed from before the restart", len(owed))
         tls = None
         if self.config.tls_cert:  # SMPP over TLS, as some SMSCs offer it
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -123,10 +129,25 @@ class SMSCSimulator:
                 await self._sweeper
         if self._control is not None:
             await self._control.stop()
+        if self.config.owed_file:
+            self._save_owed()
         self.timers.cancel_all()
         await self._server.wait_closed()
         self._server = None
         log.info("SMSC simulator on port %d stopped", self.port)
+
+    def _save_owed(self) -> None:
+        """Keep what is still owed (see ``OwedFile``): receipts not yet due are settled now."""
+        for callback, argument in self.timers.take_all():
+            if callback == self.settle:
+                self.settle(argument)  # the handset has it by the time we are back
+            elif callback == self.outbox.put:
+                self.outbox.put(argument)  # a redelivery waiting for its delay
+        saved = OwedFile(self.config.owed_file).save(self.outbox.take_all())
+        if saved:
+            log.info(
+                "%d receipts/MO owed, kept in %s for the next start", saved, self.config.owed_file
+            )
 
     async def __aenter__(self) -> SMSCSimulator:
         await self.start()
@@ -194,8 +215,11 @@ class SMSCSimulator:
 
         Session-level timers (enquire_link_interval, disconnect_every_seconds)
         apply to sessions bound afterwards; ``first_message_id`` restarts the
-        id counter there.
+        id counter there. ``owed_file`` is fixed at start: a control client
+        must not choose a file for the simulator to write.
         """
+        if "owed_file" in changes:
+            raise ValueError("owed_file is set at start only")
         self.config = self.config.replace(**changes)
         if "seed" in changes:
             self.random.seed(self.config.seed)

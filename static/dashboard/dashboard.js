@@ -18,7 +18,7 @@
   /* The API key (when the gateway has SMSAPI_AUTH=required), kept in this browser.
    * fetch sends it as a header; EventSource and WebSocket cannot, so they get ?api_key=. */
   const KEY_STORAGE = "smsapi.apiKey";
-  const apiKey = (() => {
+  let apiKey = (() => {
     try {
       return localStorage.getItem(KEY_STORAGE) || "";
     } catch {
@@ -91,10 +91,18 @@
 
   // ------------------------------------------------------- JSON-RPC socket
 
-  /* /v1/ws/jsonrpc: calls matched to answers by id; reconnects by itself. */
+  /* Why a call cannot be made while the gateway refuses the socket's key (close 4401). */
+  const keyProblem = () =>
+    apiKey
+      ? "the gateway refused this API key: check the key in the API key field (top right)"
+      : "this gateway needs an API key: enter it in the API key field (top right), then Send again";
+
+  /* /v1/ws/jsonrpc: calls matched to answers by id; reconnects by itself.
+   * ``urlFor`` is asked on each connect, so a new key takes effect without a reload. */
   class RpcSocket {
-    constructor(url) {
-      this.url = url;
+    constructor(urlFor) {
+      this.urlFor = urlFor;
+      this.refused = false; // the last close was 4401: calls fail at once with keyProblem()
       this.nextId = 1;
       this.pending = new Map();
       this.attempt = 0;
@@ -104,22 +112,29 @@
 
     connect() {
       setPill("rpc-pill", "connecting", "Send socket: connecting");
-      const ws = new WebSocket(this.url);
+      const ws = new WebSocket(this.urlFor());
       this.ws = ws;
       ws.onopen = () => {
         this.attempt = 0;
+        this.refused = false;
         setPill("rpc-pill", "ok", "Send socket: connected");
         for (const text of this.queue.splice(0)) ws.send(text);
       };
       ws.onmessage = (message) => this.answer(message.data);
       ws.onclose = (event) => {
+        this.refused = event.code === CLOSE_UNAUTHORIZED;
         // Calls in flight may or may not have been done: say so rather than guess.
-        for (const [, call] of this.pending) call.reject(new Error("the socket closed before the answer"));
+        const why = this.refused ? keyProblem() : "the socket closed before the answer";
+        for (const [, call] of this.pending) {
+          clearTimeout(call.timer);
+          call.reject(new Error(why));
+        }
         this.pending.clear();
+        this.queue = [];
         const wait = backoff(this.attempt++);
-        if (event.code === CLOSE_UNAUTHORIZED) setPill("rpc-pill", "down", "Send socket: API key refused");
+        if (this.refused) setPill("rpc-pill", "down", apiKey ? "Send socket: API key refused" : "Send socket: API key needed");
         else setPill("rpc-pill", "down", `Send socket: offline, retry in ${Math.ceil(wait / 1000)} s`);
-        setTimeout(() => this.connect(), wait);
+        this.retry = setTimeout(() => this.connect(), wait);
       };
     }
 
@@ -138,7 +153,18 @@
       else call.reject(new Error(reply.error));
     }
 
+    /* Connect again now (a new API key): the old socket is dropped quietly. */
+    restart() {
+      clearTimeout(this.retry);
+      this.ws.onclose = null;
+      this.ws.close();
+      this.attempt = 0;
+      this.refused = false;
+      this.connect();
+    }
+
     call(method, params) {
+      if (this.refused && this.ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error(keyProblem()));
       const id = this.nextId++;
       const text = JSON.stringify({ method, params: [params], id });
       return new Promise((resolve, reject) => {
@@ -305,8 +331,18 @@
       this.open();
     }
 
+    /* Open again now (a new API key), resuming after the last event seen. */
+    restart() {
+      clearTimeout(this.retry);
+      if (this.source) this.source.close();
+      this.attempt = 0;
+      this.open();
+    }
+
     open() {
-      const query = withKey(new URLSearchParams({ link: "1" }));
+      // The default stream carries receipts and incoming messages only (as the old
+      // server's did); the dashboard also wants the state changes.
+      const query = withKey(new URLSearchParams({ link: "1", type: "receipt,mo,status" }));
       if (this.lastId !== null) query.set("since", this.lastId);
       const source = new EventSource(`${API}/sse?${query}`);
       this.source = source;
@@ -336,7 +372,7 @@
         if (source.readyState === EventSource.CLOSED) {
           const wait = backoff(this.attempt++);
           setPill("events-pill", "down", `Live feed: offline, retry in ${Math.ceil(wait / 1000)} s`);
-          setTimeout(() => this.open(), wait);
+          this.retry = setTimeout(() => this.open(), wait);
         } else {
           setPill("events-pill", "connecting", "Live feed: reconnecting");
         }
@@ -492,16 +528,24 @@
   $("api-base").textContent = API;
   const keyInput = $("api-key");
   keyInput.value = apiKey;
-  let reloading = false;
   const saveKey = (event) => {
     if (event) event.preventDefault();
     const value = keyInput.value.trim();
-    // Enter fires both "change" and "submit": reload once.
-    if (value === apiKey || reloading) return;
-    reloading = true;
-    if (value) localStorage.setItem(KEY_STORAGE, value);
-    else localStorage.removeItem(KEY_STORAGE);
-    location.reload(); // every connection starts again with the new key
+    // Enter fires both "change" and "submit": act once.
+    if (value === apiKey) return;
+    apiKey = value;
+    try {
+      if (value) localStorage.setItem(KEY_STORAGE, value);
+      else localStorage.removeItem(KEY_STORAGE);
+    } catch {
+      // storage blocked: the key still works until the page is closed
+    }
+    // Every connection starts again with the new key; the form keeps what was typed.
+    rpc.restart();
+    stream.restart();
+    messages.load();
+    loadStatus();
+    if ($("send-result").dataset.kind === "error") showResult("", "");
   };
   $("key-form").addEventListener("submit", saveKey);
   keyInput.addEventListener("change", () => saveKey());
@@ -513,9 +557,36 @@
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
   });
   $("messages-refresh").addEventListener("click", () => messages.load());
+  const moForm = $("mo-form"); // only with `serve --simulator`
+  if (moForm) {
+    moForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const result = $("mo-result");
+      const body = Object.fromEntries(new FormData(moForm));
+      $("mo-button").disabled = true;
+      result.dataset.kind = "pending";
+      result.textContent = "Sending…";
+      try {
+        const response = await fetch(`${API}/simulator/mo`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Accept: "application/json", ...authHeaders() },
+          body: JSON.stringify(body),
+        });
+        const answer = await response.json().catch(() => ({}));
+        if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
+        result.dataset.kind = "ok";
+        result.textContent = `The simulator sends it now (${answer.parts} part${answer.parts === 1 ? "" : "s"}): watch the feed.`;
+      } catch (error) {
+        result.dataset.kind = "error";
+        result.textContent = error.message;
+      } finally {
+        $("mo-button").disabled = false;
+      }
+    });
+  }
   updateMeter();
 
-  const rpc = new RpcSocket(wsUrl("/ws/jsonrpc"));
+  const rpc = new RpcSocket(() => wsUrl("/ws/jsonrpc"));
   const stream = new EventStream();
   messages.load();
   loadStatus().then((status) => {

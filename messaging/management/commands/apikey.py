@@ -54,8 +54,15 @@ class Command(BaseCommand):
         self.stdout.write(f"webhook secret: {key.webhook_secret}")
         self.stdout.write(f'use it as: curl -H "Authorization: Bearer {issued.key}" ...')
         if not api_keys.auth_required():
-            self.stdout.write("note: SMSAPI_AUTH=off here; a server asks for keys only when run")
-            self.stdout.write("with SMSAPI_AUTH=required")
+            # This process reads its own environment, not the running server's: say only
+            # what is known here (the server may well have been started with keys required).
+            self.stdout.write(
+                "note: SMSAPI_AUTH is not 'required' in this shell's environment; the key is"
+            )
+            self.stdout.write(
+                "stored either way, and a server asks for keys only if it was started with"
+            )
+            self.stdout.write("SMSAPI_AUTH=required")
 
     def handle_list(self, **options) -> None:
         keys = list(ApiKey.objects.order_by("created_at", "id"))

@@ -15,6 +15,11 @@ reachable from this machine only unless told otherwise) and warns loudly at
 start when it listens elsewhere in an unsafe configuration
 (``smsapi.startup_checks``).
 
+Daphne's access log (one line per request, ``api_key`` redacted) goes to standard
+output, as under ``daphne`` itself; ``--no-access-log`` turns it off. A port already
+taken fails at start with one line naming the port and the setting to change
+(``HTTP_PORT``, ``SIMULATOR_PORT``), and "listening" is printed only once it is true.
+
 Supervised (``messaging.supervision``): when the worker, the webhook sender, the
 simulator's start or an HTTP(S) listener dies, the death is logged with its
 traceback, ``/readyz`` of this process answers 503, the others stop as on
@@ -26,22 +31,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import sys
 
 import daphne.server  # noqa: F401 - installs the asyncio reactor before Twisted is used
+from daphne.access import AccessLogGenerator
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from twisted.internet import defer, reactor
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 
 from messaging.supervision import LongLivedTask, Supervisor
 from messaging.webhooks import WebhookSender
 from smpp_gateway.management.commands.smpp_worker import hold_sqlite_worker_lock, worker_task
 from smpp_gateway.management.commands.webhook_sender import sender_task
 from smpp_gateway.worker import SMPPWorker, WorkerConfig
+from smsapi.daphne_requests import redact_access_log
 from smsapi.https import listen_https, tls_options
 from smsapi.startup_checks import warn_if_unsafe
 
@@ -54,16 +63,72 @@ def stop_reactor() -> None:
         reactor.stop()
 
 
+class PortInUse(OSError):
+    """A port this process must listen on is taken; the message says what to set."""
+
+
+def port_in_use(what: str, host: str, port: int, variable: str) -> PortInUse:
+    """The one line a newcomer needs when ``port`` is taken: which port, what to set."""
+    error = PortInUse(
+        f"{what} port {port} on {host} is already in use (another copy running?): stop what "
+        f"holds it, or set {variable} to a free port (e.g. make run {variable}={port + 1})"
+    )
+    error.errno = errno.EADDRINUSE
+    return error
+
+
+def is_address_in_use(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what it wraps) is "address already in use"."""
+    if isinstance(error, CannotListenError):
+        error = error.socketError
+    return isinstance(error, OSError) and error.errno == errno.EADDRINUSE
+
+
 class SupervisedServer(Server):
     """Daphne's server, whose listen failures count as deaths of the process."""
 
-    def __init__(self, *args, supervisor: Supervisor, **kwargs) -> None:
+    def __init__(self, *args, supervisor: Supervisor, port_variable: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.supervisor = supervisor
+        self.port_variable = port_variable
+
+    def listen_success(self, port) -> None:
+        super().listen_success(port)
+        host = port.getHost()
+        # Said once it is true: a taken port never prints "listening".
+        sys.stdout.write(f"SMS API listening on http://{host.host}:{host.port}/\n")
+        sys.stdout.flush()
 
     def listen_error(self, failure) -> None:
-        self.supervisor.fail("http-listener", failure.value)
+        error = failure.value
+        if is_address_in_use(error):
+            clear = port_in_use("HTTP", error.interface or "*", error.port, self.port_variable)
+            clear.__cause__ = error
+            error = clear
+        self.supervisor.fail("http-listener", error)
         super().listen_error(failure)  # logs and stops the reactor
+
+
+def simulator_start(simulator, host: str, port: int):
+    """The simulator's start, its "address in use" said with the setting to change."""
+
+    async def start() -> None:
+        try:
+            await simulator.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise port_in_use("SMSC simulator", host, port, "SIMULATOR_PORT") from exc
+
+    return start
+
+
+class FlushingStream:
+    """Standard output, flushed after each access-log line (a pipe buffers otherwise)."""
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 class Command(BaseCommand):
@@ -89,6 +154,11 @@ class Command(BaseCommand):
             help="PEM CA(s): HTTPS clients must present a certificate signed by one",
         )
         parser.add_argument("--no-http", action="store_true", help="HTTPS only")
+        parser.add_argument(
+            "--no-access-log",
+            action="store_true",
+            help="do not write daphne's access log (one line per request) to standard output",
+        )
         parser.add_argument(
             "--simulator",
             type=int,
@@ -120,8 +190,13 @@ class Command(BaseCommand):
                     port=options["simulator"],
                     system_id=settings.SMPP_USER,
                     password=settings.SMPP_PASSWD,
+                    # Receipts owed at Ctrl-C are sent on the next bind, as a real SMSC's are.
+                    owed_file=str(settings.DATA_DIR / "simulator-owed.json"),
                 )
             )
+            from messaging import demo_simulator
+
+            demo_simulator.register(simulator)  # the dashboard's "simulate an incoming message"
         if not options["no_worker"]:
             if connection.vendor == "sqlite":
                 lock = hold_sqlite_worker_lock()
@@ -139,7 +214,13 @@ class Command(BaseCommand):
         supervisor = Supervisor("serve", on_failure=stop_reactor)
         specs = []
         if simulator is not None:
-            specs.append(LongLivedTask(name="smsc-simulator", run=simulator.start, may_end=True))
+            specs.append(
+                LongLivedTask(
+                    name="smsc-simulator",
+                    run=simulator_start(simulator, "127.0.0.1", options["simulator"]),
+                    may_end=True,
+                )
+            )
             supervisor.add_cleanup(simulator.stop)  # after the worker has unbound
         if worker is not None:
             specs.append(worker_task(worker))
@@ -159,17 +240,26 @@ class Command(BaseCommand):
         reactor.callWhenRunning(start)
         reactor.addSystemEventTrigger("before", "shutdown", shut_down)
         endpoints = build_endpoint_description_strings(host=options["host"], port=options["port"])
+        application = get_default_application()
+        access_log = None
+        # Daphne's access log, as ``daphne`` writes it by default; only with the
+        # api_key redaction in place (smsapi.daphne_requests), never without it.
+        if not options["no_access_log"]:
+            if redact_access_log():
+                access_log = AccessLogGenerator(FlushingStream())
+            else:
+                logger.warning("access log off: its api_key redaction cannot apply to this daphne")
         server = SupervisedServer(
-            application=get_default_application(),
+            application=application,
             endpoints=endpoints,
             signal_handlers=True,
             verbosity=0,
             supervisor=supervisor,
+            port_variable="HTTP_PORT",
+            action_logger=access_log,
         )
         if options["no_http"]:
             server.endpoints = []  # daphne wants one at construction; HTTPS is ours
-        else:
-            self.stdout.write(f"SMS API listening on http://{options['host']}:{options['port']}/")
         if https is not None:
             self.stdout.write(
                 f"SMS API listening on https://{options['host']}:{options['https_port']}/"
