@@ -58,6 +58,7 @@ browser:
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the dependency contract in pyproject.toml
 
 # Lint, the whole suite on SQLite, the store and end-to-end tests again on
 # PostgreSQL with the Redis channel layer, then the fault suite.

@@ -55,7 +55,7 @@ def main() -> None:
         from django.core.management import call_command
 
         from bench.scenarios import batch_items
-        from messaging.sending import send_batch
+        from messaging.api.sending import send_batch
         from smsapi.gc_tuning import tune_garbage_collector
 
         call_command("migrate", verbosity=0)

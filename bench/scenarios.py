@@ -12,8 +12,8 @@ import json
 import threading
 import time
 
-from .load import HttpConnection, SSEListener, percentile, run_wrk
-from .services import CpuMeter, Stack, cpu_seconds, peak_rss_mb
+from bench.load import HttpConnection, SSEListener, percentile, run_wrk
+from bench.services import CpuMeter, Stack, cpu_seconds, peak_rss_mb
 
 FAST_SMSC = {"receipt_delay": 0.0, "record_limit": 200_000}
 SEND_BODY = "src=bench&dst=5511900000001&text=hello+from+the+bench"

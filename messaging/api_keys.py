@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .models import ApiKey
+from messaging.models import ApiKey
 
 KEY_MARKER = "sk_"
 PREFIX_LENGTH = 8
@@ -145,7 +145,7 @@ def revoked_among(key_ids: Iterable[int]) -> set[int]:
     """Which of these keys may no longer be used: revoked, or gone from the store.
 
     One query for any number of keys: open sockets and streams ask it every
-    few seconds (``messaging.ws_auth.KeyWatch``), not per message.
+    few seconds (``messaging.streams.ws_auth.KeyWatch``), not per message.
     """
     wanted = set(key_ids)
     if not wanted:

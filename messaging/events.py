@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections, router
 from django.db.models import Max, Q
 
-from .models import ApiKey, Event
+from messaging.models import ApiKey, Event
 
 P = ParamSpec("P")
 R = TypeVar("R")

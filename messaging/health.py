@@ -29,14 +29,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
-from rest_framework.request import Request
-from rest_framework.response import Response
 
-from .async_views import AsyncAPIView
-from .events import in_db_thread
-from .models import LinkStatus
-from .openapi import health_schema, readiness_schema
-from .supervision import not_ready_reason
+from messaging.events import in_db_thread
+from messaging.models import LinkStatus
+from messaging.supervision import not_ready_reason
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +96,7 @@ def any_worker_bound() -> bool:
     """Whether some worker holds a bind and has said so recently (one indexed read).
 
     The same rule as readiness's "smpp" check; for ``/v1/send``, which asks it
-    at most once a second per process (``messaging.smsc_answers.LinkWatch``).
+    at most once a second per process (``messaging.api.smsc_answers.LinkWatch``).
     """
     return LinkStatus.objects.filter(state=BOUND, heartbeat_at__gte=fresh_since()).exists()
 
@@ -235,31 +231,3 @@ async def bounded_readiness(timeout: float | None = None) -> Readiness:
             checks={"database": "failed", "smpp": "unknown"},
             error="the readiness check failed (see the server's log)",
         )
-
-
-def _no_store(response: Response) -> Response:
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-async def readiness_response() -> Response:
-    result = await bounded_readiness()
-    return _no_store(Response(result.as_body(), status=200 if result.ready else 503))
-
-
-@health_schema
-class HealthView(AsyncAPIView):
-    """GET /healthz: 200 while this process serves; ``?ready=1`` asks for readiness."""
-
-    async def get(self, request: Request) -> Response:
-        if request.query_params.get("ready", "").lower() in ("1", "true", "yes", "on"):
-            return await readiness_response()
-        return _no_store(Response({"status": "ok"}))
-
-
-@readiness_schema
-class ReadinessView(AsyncAPIView):
-    """GET /readyz: 200 when the store answers and a worker is bound; 503 otherwise."""
-
-    async def get(self, request: Request) -> Response:
-        return await readiness_response()

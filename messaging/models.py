@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
-from .states import State
-
-# An SMSC's message id is kept whole up to this length (SMPP says 64 characters;
-# SMSCs send more). A longer one is refused for its part, never cut: cut, two
-# parts could share one id and a receipt match the wrong message.
-SMSC_ID_MAX_LENGTH = 255
+from messaging.states import State
+from smpp.smsc_ids import SMSC_ID_MAX_LENGTH
 
 
 class ApiKey(models.Model):
@@ -121,7 +117,7 @@ class MessagePart(models.Model):
     bind_id = models.CharField(max_length=64, blank=True, default="")
     sequence_number = models.PositiveIntegerField(null=True, blank=True)
     smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)  # as given
-    # messaging.smsc_ids.match_key(smsc_id): what receipts are matched by (part_match_key_idx)
+    # smpp.smsc_ids.match_key(smsc_id): what receipts are matched by (part_match_key_idx)
     match_key = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)
     command_status = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
@@ -317,7 +313,7 @@ class LinkStatus(models.Model):
         return f"{self.worker_id}: {self.state}"
 
 
-# --- webhooks (messaging.webhooks) ---------------------------------------------------
+# --- webhooks (messaging.webhooks.delivery) ---------------------------------------------------
 
 
 class WebhookCursor(models.Model):

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from .models import Message, MessagePart
-from .notify import publish, ring_worker
-from .states import State, check_transition, derive_message_state, is_final
-from .store import Notifications, StoreChanges, status_event_payload
+from messaging.models import Message, MessagePart
+from messaging.notify import publish, ring_worker
+from messaging.states import State, check_transition, derive_message_state, is_final
+from messaging.store import Notifications, StoreChanges, status_event_payload
 
 
 def resend_failed(message_ids: Iterable[int], by: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from .splitting import SplitResult, split_message
+from sms.splitting import SplitResult, split_message
 
 
 def split_for_smsc(text: str, requested_encoding: str, reference: int = 0) -> SplitResult:

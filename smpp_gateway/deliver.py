@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from messaging.models import IncomingFragment, Receipt
-from messaging.smsc_ids import match_keys
-from messaging.splitting import parse_udh
 from messaging.store import FragmentIn, ReceiptIn, storable_text
-
-from .pdu import as_text
-from .receipts import normalize_smsc_id, parse_receipt
+from smpp.pdu import as_text
+from smpp.receipts import normalize_smsc_id, parse_receipt
+from smpp.smsc_ids import match_keys
+from sms.splitting import parse_udh
 
 RECEIPT_BITS = 0x3C
 DELIVERY_RECEIPT = 0x04

@@ -36,10 +36,8 @@ from messaging import store
 from messaging.health import BOUND, STALLED, LinkHealth
 from messaging.models import LinkStatus
 from messaging.notify import BELLS, QUERY_CHANNEL, WORKER_CHANNEL, publish
-from messaging.smsc_ids import match_key
 from messaging.store import ClaimedPart, FragmentIn, Notifications, ReceiptIn, SubmitOutcome
-
-from .command_status import (
+from smpp.command_status import (
     BIND_REFUSED,
     ESME_RMSGQFUL,
     ESME_RTHROTTLED,
@@ -47,12 +45,13 @@ from .command_status import (
     reaction_for,
     status_name,
 )
-from .deliver import read_deliver
-from .flow import AdaptiveRate, RefusalSummary, SubmitRefusals
-from .pdu import as_text
-from .receipts import submit_id_problem
-from .session import BindRefused, BindUnanswered, LinkError, SessionConfig, SMPPSession
-from .submit_fields import submit_fields
+from smpp.flow import AdaptiveRate, RefusalSummary, SubmitRefusals
+from smpp.pdu import as_text
+from smpp.receipts import submit_id_problem
+from smpp.session import BindRefused, BindUnanswered, LinkError, SessionConfig, SMPPSession
+from smpp.smsc_ids import match_key
+from smpp_gateway.deliver import read_deliver
+from smpp_gateway.submit_fields import submit_fields
 
 logger = logging.getLogger("smpp_gateway.worker")
 
@@ -632,7 +631,7 @@ class SMPPWorker:
     # crash before any write does.
 
     def _hold(self, key: str, outcome: SubmitOutcome) -> None:
-        """Hold ``outcome`` under its SMSC id's match key (messaging.smsc_ids)."""
+        """Hold ``outcome`` under its SMSC id's match key (smpp.smsc_ids)."""
         loop = asyncio.get_running_loop()
         earlier = self._held.pop(key, None)
         if earlier is not None:  # an id that one key stands for twice: write, never drop, it

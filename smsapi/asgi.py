@@ -40,9 +40,9 @@ limit_statement_time(settings.DATABASES["default"], settings.DB_STATEMENT_TIMEOU
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from messaging.routing import websocket_urlpatterns  # noqa: E402
-from messaging.transport_flow import StreamSendMiddleware  # noqa: E402
-from messaging.ws_auth import ApiKeyMiddleware  # noqa: E402
+from messaging.streams.routing import websocket_urlpatterns  # noqa: E402
+from messaging.streams.transport_flow import StreamSendMiddleware  # noqa: E402
+from messaging.streams.ws_auth import ApiKeyMiddleware  # noqa: E402
 from smsapi.daphne_requests import (  # noqa: E402
     bound_request_bodies,
     redact_access_log,
@@ -58,7 +58,7 @@ from smsapi.middleware import WebSocketGuard  # noqa: E402
 # Host not in ALLOWED_HOSTS and, without keys, another web site's Origin.
 application = ProtocolTypeRouter(
     {
-        # StreamSendMiddleware: back-pressure for /v1/sse (messaging/transport_flow.py).
+        # StreamSendMiddleware: back-pressure for /v1/sse (messaging/streams/transport_flow.py).
         "http": StreamSendMiddleware(PathDispatcher(ApiASGIHandler(), pages_app, api_paths())),
         "websocket": WebSocketGuard(ApiKeyMiddleware(URLRouter(websocket_urlpatterns))),
     }

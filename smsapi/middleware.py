@@ -31,7 +31,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import split_domain_port, validate_host
 
-from messaging.api_errors import STORE_UNAVAILABLE
+from messaging.api.errors import STORE_UNAVAILABLE
 from messaging.api_keys import auth_required
 
 logger = logging.getLogger(__name__)

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "channels",
     "messaging",
     "smpp_gateway",
+    "smsapi",  # the project: its `serve` command runs the whole service
 ]
 
 MIDDLEWARE = [
@@ -201,16 +202,16 @@ JSONRPC_MAX_FRAME_BYTES = env_int("JSONRPC_MAX_FRAME_BYTES", 65536)
 KEY_RECHECK_INTERVAL = env_float("KEY_RECHECK_INTERVAL", 5.0)
 
 # --- API edge limits ---
-# How far ahead `schedule` and `validity` may lie, in seconds (messaging/send_times.py;
+# How far ahead `schedule` and `validity` may lie, in seconds (messaging/api/send_times.py;
 # never more than 50 years, what SMPP's relative time and every store can hold).
 SMS_MAX_SCHEDULE_AHEAD = env_float("SMS_MAX_SCHEDULE_AHEAD", 365 * 86400.0)
 SMS_MAX_VALIDITY = env_float("SMS_MAX_VALIDITY", 365 * 86400.0)
-# Deepest nesting of a JSON body or JSON-RPC frame (messaging/json_input.py).
+# Deepest nesting of a JSON body or JSON-RPC frame (messaging/api/json_input.py).
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32)
 
 # --- SMSC limits ---
 # Octets of answers waiting in the worker's write buffer for an SMSC that does not
-# read; past it the link is dropped (smpp_gateway/session.py).
+# read; past it the link is dropped (smpp/session.py).
 SMPP_WRITE_BUFFER_LIMIT = env_int("SMPP_WRITE_BUFFER_LIMIT", 1024 * 1024)
 # Requests a second the SMSC may send besides deliver_sm (enquire_link, unknown
 # commands), two seconds' worth in a burst; past it the link is reset. 0: no limit.
@@ -306,7 +307,7 @@ EVENTS_POLL_INTERVAL = env_float("EVENTS_POLL_INTERVAL", 1.0)  # store read when
 # PostgreSQL can make an event id visible after a higher one: how long a gap is waited for.
 EVENTS_GAP_GRACE = env_float("EVENTS_GAP_GRACE", 2.0)
 
-# --- Webhooks (messaging.webhooks) -------------------------------------------
+# --- Webhooks (messaging.webhooks.delivery) -------------------------------------------
 # Incoming messages (MO) are also POSTed here (besides the keys' default URLs).
 WEBHOOK_INCOMING_URL = os.environ.get("WEBHOOK_INCOMING_URL", "")
 # Signs webhooks of messages sent without an API key (and to WEBHOOK_INCOMING_URL).
@@ -352,17 +353,17 @@ CORS_EXPOSE_HEADERS = ["Retry-After", "WWW-Authenticate"]
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "messaging.content_negotiation.UsualAcceptNegotiation",
-    # DRF's, with bounded size and depth and strict decoding (messaging/parsers.py).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "messaging.api.content_negotiation.UsualAcceptNegotiation",
+    # DRF's, with bounded size and depth and strict decoding (messaging/api/parsers.py).
     "DEFAULT_PARSER_CLASSES": [
-        "messaging.parsers.JSONParser",
-        "messaging.parsers.FormParser",
-        "messaging.parsers.MultiPartParser",
+        "messaging.api.parsers.JSONParser",
+        "messaging.api.parsers.FormParser",
+        "messaging.api.parsers.MultiPartParser",
     ],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "messaging.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "messaging.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
@@ -374,7 +375,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
 }
-# Admin logins (messaging/login_throttle.py): after this many failures within
+# Admin logins (messaging/admin/login_throttle.py): after this many failures within
 # ADMIN_LOGIN_LOCKOUT seconds, from one client address or for one username, that
 # address or username is refused until the window has passed.
 ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5)

@@ -11,9 +11,10 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views import defaults
 
-from messaging.dashboard import favicon
-from messaging.health import HealthView, ReadinessView
-from messaging.metrics import MetricsView
+from messaging.api.dashboard import favicon
+from messaging.api.health import HealthView, ReadinessView
+from messaging.api.metrics import MetricsView
+from messaging.streams.sse import sse_view
 from smsapi.handlers import api_paths
 from smsapi.middleware import api_error_for_exception, error_response
 
@@ -25,7 +26,8 @@ urlpatterns = [
     path("readyz", ReadinessView.as_view(), name="readyz"),
     path("metrics", MetricsView.as_view(), name="metrics"),
     path("favicon.ico", favicon, name="favicon"),
-    path(prefix, include("messaging.urls")),
+    path(f"{prefix}v1/sse", sse_view, name="sse"),  # the event stream (messaging.streams)
+    path(prefix, include("messaging.api.urls")),
 ]
 
 

@@ -15,8 +15,7 @@ import pytest
 
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .live import database_url
+from tests.live import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

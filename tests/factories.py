@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from messaging.outbound import split_for_smsc
-from messaging.smsc_ids import match_keys
 from messaging.store import NewMessage, ReceiptIn
+from smpp.smsc_ids import match_keys
 
 
 def new_message(text: str = "hi", dst: str = "lisa", **kwargs) -> NewMessage:

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from messaging import store
-from messaging.admin import EstimatedCountPaginator
+from messaging.admin.base import EstimatedCountPaginator
 from messaging.models import (
     Event,
     IncomingMessage,
@@ -20,8 +20,7 @@ from messaging.models import (
 from messaging.outbound import split_for_smsc
 from messaging.states import State
 from messaging.store import NewMessage, SubmitOutcome
-
-from .factories import receipt
+from tests.factories import receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db]
 

@@ -1,5 +1,5 @@
 """Admin logins: failures counted per client address and per username in the cache,
-then a clear refusal until the window has passed (messaging/login_throttle.py)."""
+then a clear refusal until the window has passed (messaging/admin/login_throttle.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from messaging import login_throttle
+from messaging.admin import login_throttle
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""messaging.api_keys and messaging.throttling on their own: making, checking,
+"""messaging.api_keys and messaging.api.throttling on their own: making, checking,
 revoking keys, reading credentials, and counting a key's requests."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import secrets
 import pytest
 
 from messaging import api_keys
+from messaging.api.throttling import check_rate
 from messaging.api_keys import KeyRejected
 from messaging.models import ApiKey
-from messaging.throttling import check_rate
 
 
 def test_a_key_is_marker_prefix_secret():

@@ -1,5 +1,5 @@
-"""How the API picks and renders its answers (messaging/content_negotiation.py,
-messaging/async_views.py)."""
+"""How the API picks and renders its answers (messaging/api/content_negotiation.py,
+messaging/api/async_views.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
-from messaging.content_negotiation import UsualAcceptNegotiation
+from messaging.api.content_negotiation import UsualAcceptNegotiation
 from messaging.models import Message
 
 ACCEPT_HEADERS = [

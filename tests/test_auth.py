@@ -21,8 +21,7 @@ from rest_framework.test import APIClient
 from messaging import api_keys
 from messaging.models import ApiKey, Event, Message, MessagePart
 from smsapi.asgi import application
-
-from .live import SseClient, WebSocketClosed, WsClient, add_events, daphne
+from tests.live import SseClient, WebSocketClosed, WsClient, add_events, daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 
@@ -312,7 +311,7 @@ async def test_jsonrpc_acts_for_its_key(auth_required):
 
 def own_and_foreign_events():
     """Events of alice's and bob's messages and an incoming one; their ids by owner."""
-    from .live import make_message
+    from tests.live import make_message
 
     alice = new_key("alice")
     quiet = new_key("quiet", receive_incoming=False)

@@ -7,7 +7,7 @@ them), lets the server do what it will, and asserts that it grew by less than
 silent SSE replays took it from 269 to 443 MB, one JSON-RPC flood from 112 to
 258 MB (the figures measured with these tests are in docs/security.md).
 
-Back-pressure rests on one private detail of daphne (``messaging.transport_flow``):
+Back-pressure rests on one private detail of daphne (``messaging.streams.transport_flow``):
 ``test_daphne_still_hands_its_protocol_in_send`` fails when upstream changes it.
 """
 
@@ -30,10 +30,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging.models import Event
-from messaging.transport_flow import SUPPORTED_DAPHNE
+from messaging.streams.transport_flow import SUPPORTED_DAPHNE
 from smsapi.asgi import application
-
-from .live import SseClient, WsClient, daphne
+from tests.live import SseClient, WsClient, daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 

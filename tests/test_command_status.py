@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smpp_gateway.command_status import (
+from smpp.command_status import (
     BIND_REFUSED,
     STATUSES,
     Reaction,
@@ -12,7 +12,7 @@ from smpp_gateway.command_status import (
     status_name,
     status_text,
 )
-from smpp_gateway.pdu import STATUS_NAMES
+from smpp.pdu import STATUS_NAMES
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from messaging.encoding import _GSM_BASIC, _GSM_EXTENSION
-from messaging.splitting import split_message
+from sms.encoding import _GSM_BASIC, _GSM_EXTENSION
+from sms.splitting import split_message
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static" / "dashboard"

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from .test_dashboard import ROOT, browser, service  # noqa: F401 - fixtures
+from tests.test_dashboard import ROOT, browser, service  # noqa: F401 - fixtures
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
-from .test_dashboard import OUTPUT, ROOT, browser, manage, wait_for_http  # noqa: F401
+from tests.conftest import free_port
+from tests.test_dashboard import OUTPUT, ROOT, browser, manage, wait_for_http  # noqa: F401
 
 ADMIN_PASSWORD = "first-hour-pass-1"
 SCREENSHOTS = Path(os.environ.get("I21B_SCREENSHOTS", "/tmp"))

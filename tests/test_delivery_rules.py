@@ -13,8 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from messaging.models import LinkStatus, Message
-
-from .conftest import ROOT, WorkerProcess, wait_until
+from tests.conftest import ROOT, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

@@ -1,7 +1,7 @@
 """POST /v1/simulator/mo: the demo's "simulate an incoming message" (issue 21).
 
 It exists only while ``serve --simulator`` runs the simulator in-process
-(``messaging.demo_simulator.register``); with a real SMSC it is a 404 like any
+(``messaging.api.demo_simulator.register``); with a real SMSC it is a 404 like any
 unknown path. The simulator here is real, on its own thread and loop (as the
 view reaches it from another loop), over real TCP for what it sends.
 """
@@ -12,8 +12,9 @@ import json
 
 import pytest
 
-from messaging import api_keys, demo_simulator
-from messaging.dashboard import page_config
+from messaging import api_keys
+from messaging.api import demo_simulator
+from messaging.api.dashboard import page_config
 from smpp_gateway.simulator import SimulatorConfig, SimulatorThread
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,8 @@ from contextlib import ExitStack
 import pytest
 
 from messaging.models import LinkStatus
-
-from .conftest import wait_until
-from .live import SseClient, daphne
+from tests.conftest import wait_until
+from tests.live import SseClient, daphne
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.encoding import (
+from sms.encoding import (
     ENCODINGS,
     UnencodableCharacter,
     alphabet_of,

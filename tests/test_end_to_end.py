@@ -10,8 +10,7 @@ from rest_framework.test import APIClient
 from messaging.models import IncomingMessage, LinkStatus, Message, MessagePart, Receipt
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import free_port, wait_until
+from tests.conftest import free_port, wait_until
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

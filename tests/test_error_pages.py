@@ -11,7 +11,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.testing import HttpCommunicator
 from django.db import InterfaceError, OperationalError
 
-from messaging import sending
+from messaging.api import sending
 from messaging.models import Message
 from smsapi.asgi import application
 
@@ -183,7 +183,7 @@ def test_a_real_server_keeps_no_more_of_a_huge_body_than_the_limit(tmp_path):
     import socket
     import time
 
-    from .live import daphne
+    from tests.live import daphne
 
     megabyte = b"x" * (1 << 20)
     head_of_post = (

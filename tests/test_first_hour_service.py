@@ -16,14 +16,13 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from messaging.api.smsc_answers import LinkWatch
+from messaging.api.status_view import live_links
 from messaging.events import DEFAULT_STREAM_TYPES, event_data, parse_filter
 from messaging.models import Event, LinkStatus, Message
-from messaging.smsc_answers import LinkWatch
-from messaging.status_view import live_links
-
-from .conftest import free_port, wait_until
-from .live import SseClient, add_events, daphne, database_url, make_message
-from .test_supervision import Command, get_json
+from tests.conftest import free_port, wait_until
+from tests.live import SseClient, add_events, daphne, database_url, make_message
+from tests.test_supervision import Command, get_json
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 
@@ -189,7 +188,7 @@ def test_an_old_style_sse_client_sees_only_receipts_and_incoming(tmp_path):
 async def test_an_old_style_events_socket_gets_only_receipts_and_incoming():
     from channels.db import database_sync_to_async
 
-    from .test_websocket import EVENTS, open_socket, receive_call
+    from tests.test_websocket import EVENTS, open_socket, receive_call
 
     def history() -> tuple[list[int], list[int]]:
         message = make_message()

@@ -1,6 +1,6 @@
 """The send-rate rules, on a fake clock."""
 
-from smpp_gateway.flow import AdaptiveRate, RateMeter, SubmitRefusals, TokenBucket
+from smpp.flow import AdaptiveRate, RateMeter, SubmitRefusals, TokenBucket
 
 
 class Clock:

@@ -10,12 +10,11 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from messaging import store
-from messaging.metrics import quantile
+from messaging.api.metrics import quantile
 from messaging.models import LinkStatus
 from messaging.outbound import split_for_smsc
 from messaging.store import NewMessage, SubmitOutcome
-
-from .factories import receipt
+from tests.factories import receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db]
 

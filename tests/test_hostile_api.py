@@ -4,8 +4,8 @@ Every case a client can send that once stopped the worker, stored what no store
 can read back, or answered 500: here each gets a 4xx ``{"error": ...}`` and
 stores nothing, through the real HTTP stack (DRF's test client, Django's ASGI
 test client, and a daphne process for the end-to-end case). The rules behind
-them (messaging.addresses, messaging.send_times, messaging.json_input,
-messaging.parsers) are tested on their own first.
+them (sms.addresses, messaging.api.send_times, messaging.api.json_input,
+messaging.api.parsers) are tested on their own first.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from django.test import AsyncClient
 from rest_framework.exceptions import ParseError
 from rest_framework.test import APIClient
 
-from messaging import sending
-from messaging.addresses import InvalidAddress, check_characters, clean_address
-from messaging.json_input import JsonInputError, loads
-from messaging.models import LinkStatus, Message
-from messaging.parsers import PayloadTooLarge, decode_body, read_body, strict_query_dict
-from messaging.send_times import (
+from messaging.api import sending
+from messaging.api.json_input import JsonInputError, loads
+from messaging.api.parsers import PayloadTooLarge, decode_body, read_body, strict_query_dict
+from messaging.api.send_times import (
     MAX_WINDOW,
     InvalidTime,
     filter_moment,
@@ -37,9 +35,10 @@ from messaging.send_times import (
     validity_time,
     window,
 )
-
-from .conftest import wait_until
-from .live import WsClient, daphne
+from messaging.models import LinkStatus, Message
+from sms.addresses import InvalidAddress, check_characters, clean_address
+from tests.conftest import wait_until
+from tests.live import WsClient, daphne
 
 STORE = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -531,7 +530,7 @@ def test_batch_answers_every_hostile_item_in_its_own_slot(api):
 def test_a_batch_item_the_store_refuses_is_answered_alone():
     """An Idempotency-Key taken by a concurrent request between the batch's look-up and
     its insert: the one item replays the earlier message, the others are stored."""
-    from messaging.serializers import send_serializer
+    from messaging.api.serializers import send_serializer
 
     first = async_to_sync(sending.send)({"dst": "1", "text": "a", "wait": "0"}, "race")
     serializer = send_serializer()

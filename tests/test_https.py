@@ -23,9 +23,8 @@ import pytest
 from messaging.models import LinkStatus
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import ROOT, free_port, wait_until
-from .tls_certs import Issued, issue, make_ca
+from tests.conftest import ROOT, free_port, wait_until
+from tests.tls_certs import Issued, issue, make_ca
 
 
 @pytest.fixture

@@ -15,14 +15,13 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from messaging.models import Event, LinkStatus, Message, MessagePart, Receipt
-from messaging.smsc_ids import keys_match
 from messaging.states import State
+from smpp.smsc_ids import keys_match
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.id_styles import ID_STYLES, message_ids
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import wait_until
-from .test_worker_poison_part import queue
+from tests.conftest import wait_until
+from tests.test_worker_poison_part import queue
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

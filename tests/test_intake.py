@@ -14,14 +14,13 @@ from channels.testing import HttpCommunicator
 from django.core.signals import request_finished, request_started
 from django.db import IntegrityError, connection
 
-from messaging import intake as intake_module
-from messaging.intake import MessageIntake
+from messaging.api import intake as intake_module
+from messaging.api.intake import MessageIntake
+from messaging.api.smsc_answers import POLL_INTERVAL, SmscAnswers
 from messaging.models import Message, MessagePart
-from messaging.smsc_answers import POLL_INTERVAL, SmscAnswers
 from messaging.states import State
 from smsapi.asgi import application
-
-from .factories import new_message
+from tests.factories import new_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 

@@ -19,9 +19,8 @@ from messaging.outbound import split_for_smsc
 from messaging.states import State
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import wait_until
-from .test_worker_poison_part import RunningWorker, states
+from tests.conftest import wait_until
+from tests.test_worker_poison_part import RunningWorker, states
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 
@@ -115,8 +114,8 @@ def test_incoming_messages_and_receipts_sent_as_data_sm_are_stored_and_answered(
 
 def test_a_data_sm_receipt_with_only_its_tlvs_is_a_receipt():
     """Some SMSCs mark a data_sm receipt by its TLVs alone (esm_class 0)."""
+    from smpp.pdu import decode_pdu
     from smpp_gateway.deliver import read_deliver
-    from smpp_gateway.pdu import decode_pdu
     from smpp_gateway.simulator.wire import data_sm
 
     pdu = data_sm(

@@ -13,12 +13,11 @@ from datetime import datetime
 import pytest
 from channels.testing import HttpCommunicator
 
-from messaging import sending
+from messaging.api import sending
 from smsapi.asgi import application
 from smsapi.daphne_requests import redact_access_log
 from smsapi.logging import JsonFormatter, TextFormatter
-
-from .live import daphne
+from tests.live import daphne
 
 SECRET = "sk_live_0123456789abcdefSECRET"
 

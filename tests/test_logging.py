@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 from smsapi.logging import JsonFormatter, TextFormatter, default_format
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 LOG_A_LINE = """
 import django, logging

@@ -48,7 +48,7 @@ def test_schema_is_valid_openapi_in_yaml_and_json(client):
     query = spec["paths"]["/v1/query"]["get"]["responses"]
     assert set(query) == {"200", "400", "401", "404", "429"}
     # Every send parameter the API validates is described.
-    from messaging.serializers import SendSerializer
+    from messaging.api.serializers import SendSerializer
 
     described = spec["components"]["schemas"]["SendRequest"]["properties"]
     assert set(described) == set(SendSerializer().fields)

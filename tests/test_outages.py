@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.db import connection
 
-from .live import daphne, database_url
+from tests.live import daphne, database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 
@@ -161,7 +161,7 @@ def test_a_message_stored_before_the_outage_is_never_answered_5xx(tmp_path):
     )
     env = {"DATABASE_URL": proxied, "DB_POOL_TIMEOUT": "1"}
     # No worker: the wait runs out with the store gone, and the answer is the
-    # message's id as stored (messaging/sending.py), not a 5xx that a client
+    # message's id as stored (messaging/api/sending.py), not a 5xx that a client
     # without an Idempotency-Key would retry into a second message.
     with daphne(tmp_path, **env) as server:
         answers: list = []

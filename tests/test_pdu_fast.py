@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from smpplib import smpp
 
-from smpp_gateway.pdu import (
+from smpp.pdu import (
     ESME_RINVCMDLEN,
     ESME_RINVMSGLEN,
     FieldError,

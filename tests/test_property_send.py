@@ -23,11 +23,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from messaging import sending
+from messaging.api import sending
+from messaging.api.send_times import window
 from messaging.models import LinkStatus, Message
-from messaging.send_times import window
-
-from .conftest import wait_until
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 
@@ -202,7 +201,7 @@ def test_batch_never_answers_5xx(worker_bound):
 
 
 def test_sm_submit_never_answers_5xx(worker_bound):
-    """``messaging.sending.send`` is what the JSON-RPC consumer calls for SM.Submit,
+    """``messaging.api.sending.send`` is what the JSON-RPC consumer calls for SM.Submit,
     with the frame's params as they were parsed: any JSON value may come."""
 
     @EXAMPLES

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.reassembly import AssembledText, Fragment, assemble, is_complete
-from messaging.splitting import parse_udh, split_message
+from sms.reassembly import AssembledText, Fragment, assemble, is_complete
+from sms.splitting import parse_udh, split_message
 
 
 def fragments_of(payloads: list[bytes], data_coding: int, reference: int = 7) -> list[Fragment]:

@@ -30,14 +30,13 @@ from hypothesis import strategies as st
 
 from messaging import store
 from messaging.models import Message, MessagePart, Receipt
-from messaging.smsc_ids import keys_match
 from messaging.states import State
 from messaging.store import SubmitOutcome
+from smpp.smsc_ids import keys_match
 from smpp_gateway.deliver import read_deliver
 from smpp_gateway.simulator.id_styles import ID_STYLES, message_ids
 from smpp_gateway.simulator.texts import receipt_text
-
-from .factories import new_message
+from tests.factories import new_message
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.smsc_ids import keys_match, match_key, match_keys
-from smpp_gateway.pdu import decode_pdu, encode_pdu
-from smpp_gateway.receipts import (
+from smpp.pdu import decode_pdu, encode_pdu
+from smpp.receipts import (
     STAT_BY_STATE,
     STATE_BY_STAT,
     ParsedReceipt,
@@ -18,6 +17,7 @@ from smpp_gateway.receipts import (
     parse_receipt,
     parse_receipt_date,
 )
+from smpp.smsc_ids import keys_match, match_key, match_keys
 
 
 def utc(*args: int) -> datetime:

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from smsapi.startup_checks import is_loopback, unsafe_configuration
-
-from .conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, free_port, wait_until
 
 # --- the rule ----------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import contextlib
 
 import pytest
 
-from smpp_gateway.pdu import encode_pdu, peek_header, read_pdu
-from smpp_gateway.session import BindUnanswered, SessionConfig, SMPPSession
+from smpp.pdu import encode_pdu, peek_header, read_pdu
+from smpp.session import BindUnanswered, SessionConfig, SMPPSession
 from smpp_gateway.simulator.wire import deliver_sm, submit_sm_resp
 
 BURST = 300

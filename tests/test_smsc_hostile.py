@@ -17,14 +17,13 @@ from django.db import DataError, OperationalError
 from messaging.models import IncomingMessage, Message, MessagePart, Receipt, StateTransition
 from messaging.states import State
 from messaging.store import Notifications
-from smpp_gateway.session import SessionConfig, SMPPSession
+from smpp.session import SessionConfig, SMPPSession
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.server import JUNK_SOURCE
 from smpp_gateway.simulator.thread import SimulatorThread
 from smpp_gateway.worker import SMPPWorker, WorkerConfig
-
-from .conftest import wait_until
-from .test_worker_poison_part import RunningWorker, queue, states
+from tests.conftest import wait_until
+from tests.test_worker_poison_part import RunningWorker, queue, states
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 
@@ -301,8 +300,8 @@ def test_a_receipt_with_fields_the_columns_cannot_hold_is_stored():
     """NUL in the text, addresses longer than the columns, an id longer than any part's:
     stored (sanitised, the whole addresses in the TLVs), never refused for ever."""
     from messaging import store
+    from smpp.pdu import decode_deliver_sm
     from smpp_gateway.deliver import read_deliver
-    from smpp_gateway.pdu import decode_deliver_sm
     from smpp_gateway.simulator.wire import deliver_sm
 
     long_address = "4" * 40

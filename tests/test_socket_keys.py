@@ -18,8 +18,7 @@ from channels.testing import WebsocketCommunicator
 from messaging import api_keys
 from messaging.models import Message
 from smsapi.asgi import application
-
-from .live import SseClient, WebSocketClosed, WsClient, add_events, daphne, make_message
+from tests.live import SseClient, WebSocketClosed, WsClient, add_events, daphne, make_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messaging.encoding import UnencodableCharacter, decode_short_message
-from messaging.splitting import (
+from sms.encoding import UnencodableCharacter, decode_short_message
+from sms.splitting import (
     ConcatInfo,
     PartSpec,
     TooManyParts,

@@ -9,8 +9,7 @@ from django.db import OperationalError, connection, transaction
 
 from smsapi.sqlite_backend.base import writer_queue
 from smsapi.sqlite_backend.writer_queue import WriterQueue
-
-from .conftest import wait_until
+from tests.conftest import wait_until
 
 # --- the queue ----------------------------------------------------------------------------
 

@@ -21,8 +21,7 @@ from django.utils import timezone
 from messaging.models import Event
 from messaging.notify import publish
 from messaging.store import Notifications
-
-from .live import SseClient, WebSocketClosed, WsClient, add_events, daphne, make_message
+from tests.live import SseClient, WebSocketClosed, WsClient, add_events, daphne, make_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 

@@ -18,8 +18,7 @@ from rest_framework.test import APIClient
 from messaging import api_keys
 from messaging.models import LinkStatus, Message
 from smsapi.asgi import application
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 

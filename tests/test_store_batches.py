@@ -10,9 +10,8 @@ from messaging import store
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
 from messaging.states import State
 from messaging.store import SubmitOutcome
-from messaging.store_sql import Sql
-
-from .factories import new_message, receipt
+from messaging.store.sql import Sql
+from tests.factories import new_message, receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

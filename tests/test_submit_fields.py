@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from messaging.store import ClaimedPart
-from smpp_gateway.pdu import decode_pdu, encode_pdu
+from smpp.pdu import decode_pdu, encode_pdu
 from smpp_gateway.submit_fields import relative_validity, submit_fields
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -42,9 +42,8 @@ from messaging.supervision import (
 )
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import ROOT, free_port, wait_until
-from .live import database_url
+from tests.conftest import ROOT, free_port, wait_until
+from tests.live import database_url
 
 
 @pytest.fixture(autouse=True)

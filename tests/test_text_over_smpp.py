@@ -6,11 +6,10 @@ import pytest
 from rest_framework.test import APIClient
 
 from messaging.models import IncomingMessage, LinkStatus, Message, Receipt
-from messaging.splitting import parse_udh
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import wait_until
+from sms.splitting import parse_udh
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

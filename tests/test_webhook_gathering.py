@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from messaging.sse import Doorbell
-from messaging.webhooks import SenderConfig, WebhookSender
+from messaging.notify import Doorbell
+from messaging.webhooks.delivery import SenderConfig, WebhookSender
 
 
 def sleep_once(config: SenderConfig, ring: bool, stop_after: float | None = None) -> float:

@@ -30,11 +30,12 @@ from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from messaging import webhooks
 from messaging.events import last_event_id
 from messaging.models import ApiKey, Message, WebhookCursor, WebhookDelivery
 from messaging.url_secrets import loggable_url, redact_url
-from messaging.webhook_targets import (
+from messaging.webhooks import delivery as webhooks
+from messaging.webhooks.delivery import AttemptResult, SenderConfig, WebhookSender, record_results
+from messaging.webhooks.targets import (
     DestinationRefused,
     InvalidCallbackURL,
     address_refusal,
@@ -42,11 +43,9 @@ from messaging.webhook_targets import (
     host_refusal,
     parse_address,
 )
-from messaging.webhook_transport import EnvironmentProxies, GuardedTransport
-from messaging.webhooks import AttemptResult, SenderConfig, WebhookSender, record_results
-
-from .conftest import wait_until
-from .live import add_events, make_message
+from messaging.webhooks.transport import EnvironmentProxies, GuardedTransport
+from tests.conftest import wait_until
+from tests.live import add_events, make_message
 
 LIMITS = httpx.Limits(max_connections=4)
 NO_PROXIES = EnvironmentProxies({})
@@ -525,7 +524,7 @@ def test_the_default_sender_fails_an_internal_destination_at_once_and_logs_no_ke
 ):
     url = f"http://{host}:{receiver.port}/v1/send?api_key=sk_SECRETKEY123&x=1"
     message = receipt_to(url)
-    caplog.set_level(logging.WARNING, logger="messaging.webhooks")
+    caplog.set_level(logging.WARNING, logger="messaging.webhooks.delivery")
     with running_sender(SENDER):  # allow_private off, as by default
         add_events(1, "receipt", message=message, ring=False)
         delivery = wait_until(settled)
@@ -534,7 +533,7 @@ def test_the_default_sender_fails_an_internal_destination_at_once_and_logs_no_ke
     assert delivery.last_status is None and "is a loopback address" in delivery.last_error
     (attempt,) = delivery.attempt_log.all()
     assert "refused" in attempt.error
-    (line,) = [r for r in caplog.records if r.name == "messaging.webhooks"]
+    (line,) = [r for r in caplog.records if r.name == "messaging.webhooks.delivery"]
     assert line.levelname == "ERROR" and "is a loopback address" in line.getMessage()
     assert line.url == url.replace("sk_SECRETKEY123", "REDACTED")
     assert "sk_SECRETKEY123" not in caplog.text
@@ -617,7 +616,7 @@ def test_a_delivery_task_that_dies_is_logged_and_raised_from_run(cursor, monkeyp
 @pytest.mark.django_db(transaction=True)
 def test_the_incoming_url_is_stored_without_its_key_and_checked_at_start(cursor, settings, caplog):
     settings.WEBHOOK_INCOMING_URL = "http://127.0.0.1:9/mo?api_key=sk_INCOMINGKEY1"
-    caplog.set_level(logging.WARNING, logger="messaging.webhooks")
+    caplog.set_level(logging.WARNING, logger="messaging.webhooks.delivery")
     with running_sender(SENDER):
         add_events(1, "mo", ring=False)
         delivery = wait_until(settled)

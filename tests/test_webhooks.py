@@ -35,11 +35,10 @@ from messaging.models import (
     WebhookCursor,
     WebhookDelivery,
 )
-from messaging.store_sql import Sql
-from messaging.webhooks import Planner, SenderConfig, WebhookSender, plan_deliveries
-
-from .conftest import ROOT, free_port, wait_until
-from .live import add_events, database_url, make_message
+from messaging.store.sql import Sql
+from messaging.webhooks.delivery import Planner, SenderConfig, WebhookSender, plan_deliveries
+from tests.conftest import ROOT, free_port, wait_until
+from tests.live import add_events, database_url, make_message
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

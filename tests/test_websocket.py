@@ -1,6 +1,6 @@
 """The two WebSocket APIs, in process through the real ASGI application.
 
-``/v1/ws/jsonrpc`` calls the real ``messaging.sending`` against the test database
+``/v1/ws/jsonrpc`` calls the real ``messaging.api.sending`` against the test database
 (no worker runs, so a submit that waits for the SMSC waits in vain and ends 202).
 """
 
@@ -14,8 +14,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from smsapi.asgi import application
-
-from .live import add_events, make_message
+from tests.live import add_events, make_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.store]
 

@@ -13,7 +13,7 @@ from messaging import store
 from messaging.models import MessagePart
 from messaging.outbound import split_for_smsc
 from messaging.states import State
-from smpp_gateway.session import SessionConfig, SMPPSession
+from smpp.session import SessionConfig, SMPPSession
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
 from smpp_gateway.worker import SMPPWorker, WorkerConfig

@@ -16,9 +16,8 @@ import pytest
 
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from .conftest import wait_until
-from .test_worker_poison_part import queue, states
+from tests.conftest import wait_until
+from tests.test_worker_poison_part import queue, states
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,12 +20,11 @@ from messaging import store
 from messaging.models import Event, LinkStatus, Message, MessagePart, StateTransition
 from messaging.outbound import split_for_smsc
 from messaging.states import State
-from smpp_gateway.session import SessionConfig
+from smpp.session import SessionConfig
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
 from smpp_gateway.worker import SMPPWorker, WorkerConfig, WorkerTaskDied
-
-from .conftest import wait_until
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
 

@@ -2,7 +2,7 @@
 
 A ``callback_url=...?api_key=sk_...`` (the webhook pointing back at this API)
 kept a working key in the database. New URLs are redacted when accepted
-(``messaging.webhook_targets.clean_callback_url``); this does the same to the
+(``messaging.webhooks.targets.clean_callback_url``); this does the same to the
 rows written before. Only rows that mention ``api_key=`` are read.
 """
 

@@ -1,6 +1,6 @@
 """Times stored past what Python (and so psycopg) can read, brought back within it.
 
-Before the API bounded ``schedule`` and ``validity`` (messaging/send_times.py),
+Before the API bounded ``schedule`` and ``validity`` (messaging/api/send_times.py),
 ``9999-12-31T23:59:59-14:00`` was stored on PostgreSQL as a moment in the year
 10000. psycopg cannot load such a value: every claim of the worker failed, and
 every list that showed the row answered 500. Such a row is moved to the last

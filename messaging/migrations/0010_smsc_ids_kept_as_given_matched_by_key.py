@@ -4,14 +4,14 @@ Until now a part's SMSC id was stored lower-cased and receipts were looked up
 under several variants of theirs; an upper-case id in a receipt that came
 before its response, or a zero-padded id in the response, was never matched
 (issue 19). Parts and receipts now carry ``match_key``
-(``messaging.smsc_ids.match_key``), indexed, and the old ``smsc_id`` indexes go.
+(``smpp.smsc_ids.match_key``), indexed, and the old ``smsc_id`` indexes go.
 Existing rows get their key here, before the indexes are built. Ids stored
 lower-cased before this stay so: their original case is gone.
 """
 
 from django.db import migrations, models
 
-from messaging.smsc_ids import match_key
+from smpp.smsc_ids import match_key
 
 BATCH = 2000
 

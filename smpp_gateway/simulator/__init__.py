@@ -1,6 +1,6 @@
 """An SMSC simulator speaking SMPP v3.4, for development, tests and benchmarks.
 
-Our own asyncio server; smpplib is only the PDU codec (``smpp_gateway.pdu``).
+Our own asyncio server; smpplib is only the PDU codec (``smpp.pdu``).
 ``make run`` starts it (``manage.py smsc_simulator``) when no SMSC is
 configured; tests start it in-process (``SMSCSimulator`` on their loop, or
 ``SimulatorThread`` for synchronous code). It behaves like a real SMSC where a
@@ -92,9 +92,9 @@ Control from another process
     ``control_port``: a small HTTP/JSON interface, see ``control``.
 """
 
-from .config import SimulatorConfig
-from .records import Stats, SubmitRecord
-from .server import SMSCSimulator
-from .thread import SimulatorThread
+from smpp_gateway.simulator.config import SimulatorConfig
+from smpp_gateway.simulator.records import Stats, SubmitRecord
+from smpp_gateway.simulator.server import SMSCSimulator
+from smpp_gateway.simulator.thread import SimulatorThread
 
 __all__ = ["SMSCSimulator", "SimulatorConfig", "SimulatorThread", "Stats", "SubmitRecord"]

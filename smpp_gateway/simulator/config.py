@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .id_styles import ID_STYLES
+from smpp_gateway.simulator.id_styles import ID_STYLES
 
 # Statuses a fault can answer with (smpp.md: what a gateway must retry).
 ESME_RTHROTTLED = 0x58

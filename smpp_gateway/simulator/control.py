@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
-    from .server import SMSCSimulator
+    from smpp_gateway.simulator.server import SMSCSimulator
 
 log = logging.getLogger("smpp_gateway.simulator")
 

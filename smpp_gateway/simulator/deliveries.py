@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .records import SubmitRecord
-    from .session import SMPPSession
+    from smpp_gateway.simulator.records import SubmitRecord
+    from smpp_gateway.simulator.session import SMPPSession
 
 log = logging.getLogger("smpp_gateway.simulator")
 

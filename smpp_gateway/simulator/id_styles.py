@@ -3,7 +3,7 @@
 Each style turns the simulator's running number into the id its submit_sm_resp
 carries and the id its receipt carries (text ``id:`` and the
 ``receipted_message_id`` TLV). The gateway must match them whatever the style
-(issue 19): see messaging.smsc_ids.
+(issue 19): see smpp.smsc_ids.
 """
 
 from __future__ import annotations

@@ -12,16 +12,15 @@ import time
 from collections import deque
 from typing import Any
 
-from smpp_gateway.pdu import as_text
-
-from .config import STATE_BY_STAT, SimulatorConfig
-from .control import ControlServer
-from .deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, OwedFile, Timers
-from .id_styles import message_ids
-from .records import Stats, SubmitRecord
-from .session import ESME_RALYBND, SMPPSession
-from .texts import receipt_text, smpp_absolute_time, split_mo, user_text
-from .wire import ADDRESS_MAX, data_sm, deliver_sm, truncated
+from smpp.pdu import as_text
+from smpp_gateway.simulator.config import STATE_BY_STAT, SimulatorConfig
+from smpp_gateway.simulator.control import ControlServer
+from smpp_gateway.simulator.deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, OwedFile, Timers
+from smpp_gateway.simulator.id_styles import message_ids
+from smpp_gateway.simulator.records import Stats, SubmitRecord
+from smpp_gateway.simulator.session import ESME_RALYBND, SMPPSession
+from smpp_gateway.simulator.texts import receipt_text, smpp_absolute_time, split_mo, user_text
+from smpp_gateway.simulator.wire import ADDRESS_MAX, data_sm, deliver_sm, truncated
 
 log = logging.getLogger("smpp_gateway.simulator")
 

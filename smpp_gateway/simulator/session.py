@@ -6,7 +6,7 @@ buffer in a loop and all answers of one read go out in one ``write``. Only
 bind, submit_sm and query_sm bodies are decoded; everything else is answered
 from its 16-octet header. The frequent PDUs (submit_sm, its response, deliver_sm)
 are read and built by ``wire``, checked against smpplib by the tests; the rest
-goes through smpplib (``smpp_gateway.pdu``).
+goes through smpplib (``smpp.pdu``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,19 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from smpp_gateway.pdu import MAX_PDU_LENGTH, PDUFormatError, as_text, decode_pdu, encode_pdu
-
-from .deliveries import MO, RECEIPT, Delivery
-from .wire import ADDRESS_MAX, HEADER, deliver_sm, header_only, parse_submit_sm, submit_sm_resp
+from smpp.pdu import MAX_PDU_LENGTH, PDUFormatError, as_text, decode_pdu, encode_pdu
+from smpp_gateway.simulator.deliveries import MO, RECEIPT, Delivery
+from smpp_gateway.simulator.wire import (
+    ADDRESS_MAX,
+    HEADER,
+    deliver_sm,
+    header_only,
+    parse_submit_sm,
+    submit_sm_resp,
+)
 
 if TYPE_CHECKING:
-    from .server import SMSCSimulator
+    from smpp_gateway.simulator.server import SMSCSimulator
 
 log = logging.getLogger("smpp_gateway.simulator")
 

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .config import SimulatorConfig
-from .event_loop import new_event_loop
-from .records import SubmitRecord
-from .server import SMSCSimulator
+from smpp_gateway.simulator.config import SimulatorConfig
+from smpp_gateway.simulator.event_loop import new_event_loop
+from smpp_gateway.simulator.records import SubmitRecord
+from smpp_gateway.simulator.server import SMSCSimulator
 
 T = TypeVar("T")
 START_TIMEOUT = 10.0

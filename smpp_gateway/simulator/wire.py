@@ -5,7 +5,7 @@ microseconds to decode a submit_sm and 30 to encode a deliver_sm, which made
 the simulator, not the gateway, the bottleneck of the benchmark (measured:
 80 us of simulator CPU per message with receipts, 17 us with these). The code
 here covers only the fields the simulator reads or sets, and the tests check
-it against ``smpp_gateway.pdu`` (same bytes as ``encode_pdu``, same fields as
+it against ``smpp.pdu`` (same bytes as ``encode_pdu``, same fields as
 ``decode_pdu``): smpplib stays the reference codec. A submit_sm this parser
 finds odd goes to ``decode_pdu``; rarer PDUs (binds, query_sm) always do.
 """

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
 
-from .writer_queue import WriterQueue
+from smsapi.sqlite_backend.writer_queue import WriterQueue
 
 _queues: dict[str, WriterQueue] = {}
 _queues_lock = threading.Lock()

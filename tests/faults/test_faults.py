@@ -28,13 +28,12 @@ from django.db import connection
 from messaging import store
 from messaging.models import IncomingMessage, Message, MessagePart, Receipt, StateTransition
 from messaging.outbound import split_for_smsc
-from messaging.smsc_ids import keys_match, match_key, match_keys
 from messaging.states import FINAL_STATES
+from smpp.smsc_ids import keys_match, match_key, match_keys
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.server import JUNK_SOURCE
 from smpp_gateway.simulator.thread import SimulatorThread
-
-from ..conftest import wait_until
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -69,7 +68,7 @@ SCENARIOS = {
     "enquire_link flood, not read": {"flood_after_pdus": 500},
     "empty ids 1%": {"empty_id_rate": 0.01},
 }
-# Parts the SMSC accepts without an id fail (smpp_gateway.receipts.submit_id_problem).
+# Parts the SMSC accepts without an id fail (smpp.receipts.submit_id_problem).
 FAILING = {"empty ids 1%"}
 
 

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from messaging import api_keys
 from messaging.models import ApiKey
-from messaging.webhook_targets import InvalidCallbackURL, clean_callback_url
+from messaging.webhooks.targets import InvalidCallbackURL, clean_callback_url
 
 
 class Command(BaseCommand):
