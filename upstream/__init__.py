@@ -4,7 +4,7 @@ Each module here names the library version it was written for and calls
 ``written_for`` when it applies itself: on another version it logs a warning
 and the caller falls back to the library's public behaviour (or, where there is
 none, says what it did anyway). Each has a test that fails when upstream
-changes under it (``tests/test_upstream.py``).
+changes under it (``tests/test_upstream_*.py``).
 """
 
 from __future__ import annotations
