@@ -16,52 +16,17 @@ visible in order there and no hole is ever waited for.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import ParamSpec, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connections, router
+from django.db import connections, router
 from django.db.models import Max, Q
 
+from messaging.event_payloads import client_view
 from messaging.models import ApiKey, Event
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def in_db_thread(
-    func: Callable[P, R], executor: Executor | None = None
-) -> Callable[P, Awaitable[R]]:
-    """``func`` (synchronous ORM code) as a coroutine run in a worker thread.
-
-    Not thread-sensitive, so concurrent streams and calls do not queue behind one
-    another. The connection is closed in the same context that opened it:
-    ``channels.db.database_sync_to_async`` closes it outside that context, which
-    with asgiref 3.13 can miss it and leave PostgreSQL sessions open.
-
-    With ``STORE_ON_CALLER_THREAD`` (the test suite's setting) it runs on the
-    thread that called the view instead, as Django's own async ORM does, so that
-    it sees the test's transaction.
-    """
-    if settings.STORE_ON_CALLER_THREAD:
-        return sync_to_async(func, thread_sensitive=True)
-
-    @functools.wraps(func)
-    def with_fresh_connection(*args: P.args, **kwargs: P.kwargs) -> R:
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(with_fresh_connection, thread_sensitive=False, executor=executor)
-
 
 # What the clients may filter on (``?type=``).
 EVENT_TYPES = tuple(Event.Type.values)
@@ -69,8 +34,6 @@ EVENT_TYPES = tuple(Event.Type.values)
 # carried (receipts and incoming messages), so its clients keep working unchanged;
 # ``status`` (and any later type) only when asked for.
 DEFAULT_STREAM_TYPES = (Event.Type.RECEIPT.value, Event.Type.MO.value)
-# The keys that come first, in the old server's order.
-LEADING_KEYS = ("src", "dst", "text", "type")
 BATCH = 500
 _EVENT_TABLE = Event._meta.db_table
 
@@ -110,21 +73,9 @@ def last_event_id() -> int:
 
 
 def event_data(event: Event) -> dict:
-    """The JSON object clients see: the stored payload, its first keys in the old
-    server's order (src, dst, text, type), then the additions, then ``at`` and
-    ``event_id``.
-
-    ``at`` is when the gateway recorded the event (ISO 8601, UTC): the one place
-    every stream (SSE, WebSocket) and webhook takes its events from, so each
-    consumer can tell when a receipt arrived, replayed or not.
-    """
-    payload = event.payload if isinstance(event.payload, dict) else {}
-    data = {key: payload.get(key, "") for key in LEADING_KEYS}
-    data["type"] = payload.get("type") or event.type
-    data.update((key, value) for key, value in payload.items() if key not in data)
-    data["at"] = event.created_at.isoformat() if event.created_at else None
-    data["event_id"] = event.pk
-    return data
+    """The JSON object clients see for ``event``: ``event_payloads.client_view``,
+    the one place every stream (SSE, WebSocket) and webhook takes it from."""
+    return client_view(event.type, event.payload, event.created_at, event.pk)
 
 
 def event_json(event: Event) -> str:
@@ -236,6 +187,9 @@ class EventCursor:
         # With "new only", whatever lies between the last id at start and the first
         # new one is not this listener's business: no hole is waited for there.
         self._trust_first_hole = start is None
+        # True after a read that took a whole page of ids and stopped at none of them:
+        # more may follow at once, even when the filter kept nothing of this page.
+        self.more = False
 
     def begin(self) -> int:
         """Fix the starting point now (for "new only": the last id at this moment).
@@ -248,13 +202,18 @@ class EventCursor:
         return self.position
 
     def read(self, limit: int = BATCH) -> list[Event]:
-        """The next events for this listener, in id order (possibly none)."""
+        """The next events for this listener, in id order (possibly none).
+
+        None with ``more`` set means a page of events this listener does not want
+        (status events on a receipt stream): read on rather than wait for a bell.
+        """
         self.begin()
         if self.filter.empty:
             rows = events_after(self.position, limit=limit)
             upto = self._safe_upto([row.pk for row in rows])
             events = [row for row in rows if row.pk <= upto]
             self.position = max(self.position, upto)
+            self.more = len(rows) == limit and upto == rows[-1].pk
             return events
         after, upto = self.advance(limit)
         if upto == after:
@@ -285,6 +244,7 @@ class EventCursor:
             )
             ids = [row[0] for row in cursor.fetchall()]
         self.position = max(after, self._safe_upto(ids))
+        self.more = len(ids) == limit and self.position == ids[-1]
         return after, self.position
 
     def _safe_upto(self, ids: Iterable[int]) -> int:

@@ -22,16 +22,16 @@ import dataclasses
 import logging
 import math
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from messaging.events import in_db_thread
 from messaging.models import LinkStatus
+from messaging.orm_thread import DatabaseThread
 from messaging.supervision import not_ready_reason
 
 logger = logging.getLogger(__name__)
@@ -186,18 +186,12 @@ def readiness_timeout() -> float:
 
 
 # One thread for the store's checks: a probe never waits for a shared thread, and
-# a store that hangs holds this one thread (and its one connection), no more.
-_executor = ThreadPoolExecutor(1, thread_name_prefix="readiness")
+# a store that hangs holds this one thread (and its one connection), no more. A
+# connection per check: each proves the store gives one now, and none is held
+# between probes.
+_thread = DatabaseThread("readiness", per_call_connection=True)
 _lock = threading.Lock()
 _running: Future | None = None
-
-
-def _check_with_own_connection() -> Readiness:
-    close_old_connections()
-    try:
-        return check_readiness()
-    finally:
-        close_old_connections()
 
 
 def _shared_check() -> Future:
@@ -205,7 +199,7 @@ def _shared_check() -> Future:
     global _running
     with _lock:
         if _running is None or _running.done():
-            _running = _executor.submit(_check_with_own_connection)
+            _running = _thread.submit(check_readiness)
         return _running
 
 
@@ -214,8 +208,6 @@ async def bounded_readiness(timeout: float | None = None) -> Readiness:
     failed = process_failure()
     if failed is not None:
         return failed
-    if settings.STORE_ON_CALLER_THREAD:  # the test suite: see the test's transaction
-        return await in_db_thread(check_readiness)()
     timeout = readiness_timeout() if timeout is None else timeout
     try:
         return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_shared_check())), timeout)

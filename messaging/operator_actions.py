@@ -1,15 +1,15 @@
 """What an operator may do to messages by hand: resend failed ones, cancel queued ones.
 
 Both go through the same rules as the worker's writes: parts change state only
-along legal transitions (``states.TRANSITIONS``), the message state is derived
-from its parts, and every change is recorded as a transition and a status
-event in the same transaction. Rows are locked parts first, then messages, the
+along legal transitions (``states.TRANSITIONS``), the message is settled by the
+one rule (``messaging.settlement``, through ``store.settling.settle_messages``),
+and every change is recorded as a transition and a status event in the same
+transaction. Rows are locked parts first, then messages, the
 order the worker uses, so an operator and a worker never deadlock.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
@@ -17,8 +17,9 @@ from django.db import transaction
 
 from messaging.models import Message, MessagePart
 from messaging.notify import publish, ring_worker
-from messaging.states import State, check_transition, derive_message_state, is_final
-from messaging.store import Notifications, StoreChanges, status_event_payload
+from messaging.states import State, check_transition
+from messaging.store import Notifications, StoreChanges
+from messaging.store.settling import settle_messages
 
 
 def resend_failed(message_ids: Iterable[int], by: str) -> int:
@@ -41,11 +42,13 @@ def resend_failed(message_ids: Iterable[int], by: str) -> int:
         MessagePart.objects.bulk_update(
             parts, ["state", "next_attempt_at", "command_status", "final_at", "lease_until"]
         )
-        moved = _settle(
+        # The settlement rule clears final_at and command_status of a message back
+        # in the queue; no request waits for a resent message.
+        moved = settle_messages(
             {p.message_id for p in parts},
             changes,
             detail=f"resent by {by}",
-            clear={"final_at": None, "command_status": None, "notify_channel": ""},
+            also={"notify_channel": ""},
         )
         notes = changes.flush()
     _after_commit(notes, wake_worker=moved > 0)
@@ -69,12 +72,7 @@ def cancel_queued(message_ids: Iterable[int], by: str) -> int:
             part.command_status = None
             part.final_at = changes.now
         MessagePart.objects.bulk_update(parts, ["state", "command_status", "final_at"])
-        moved = _settle(
-            {p.message_id for p in parts},
-            changes,
-            detail=f"cancelled by {by}",
-            clear={"command_status": None},
-        )
+        moved = settle_messages({p.message_id for p in parts}, changes, detail=f"cancelled by {by}")
         notes = changes.flush()
     _after_commit(notes, wake_worker=False)
     return moved
@@ -89,44 +87,6 @@ def _locked_parts(message_ids: list[int], state: str) -> list[MessagePart]:
         .filter(message_id__in=messages, state=state)
         .order_by("id")
     )
-
-
-def _settle(
-    message_ids: set[int],
-    changes: StoreChanges,
-    detail: str,
-    clear: dict,
-) -> int:
-    """Derive each message's new state from its parts; record and save what changed.
-
-    Always derived from the parts as they are now, whatever the message said
-    before: the parts were locked and changed, so the message must follow them.
-    """
-    if not message_ids:
-        return 0
-    states: dict[int, list[str]] = defaultdict(list)
-    for message_id, state in MessagePart.objects.filter(message_id__in=message_ids).values_list(
-        "message_id", "state"
-    ):
-        states[message_id].append(state)
-    messages = Message.objects.select_for_update().in_bulk(list(message_ids))
-    changed = []
-    for message_id, message in messages.items():
-        new_state = derive_message_state(states[message_id])
-        if new_state == message.state:
-            continue
-        changes.transition(message, new_state, detail=detail)
-        message.state = new_state
-        message.updated_at = changes.now
-        for name, value in clear.items():
-            setattr(message, name, value)
-        if is_final(new_state):
-            message.final_at = changes.now
-        changes.event("status", status_event_payload(message, new_state), message_id)
-        changed.append(message)
-    fields = dict.fromkeys(["state", "updated_at", "final_at", *clear])
-    Message.objects.bulk_update(changed, list(fields))
-    return len(changed)
 
 
 def _after_commit(notes: Notifications, wake_worker: bool) -> None:

@@ -62,71 +62,137 @@ _SYSTEM = Reaction.RETRY_SYSTEM
 _REBIND = Reaction.REBIND
 _FAIL = Reaction.FAIL
 
+# SMPP 3.4 section 5.1.3, table 5-2: each code's name, once.
+ESME_ROK = 0x00
+ESME_RINVMSGLEN = 0x01
+ESME_RINVCMDLEN = 0x02
+ESME_RINVCMDID = 0x03
+ESME_RINVBNDSTS = 0x04
+ESME_RALYBND = 0x05
+ESME_RINVPRTFLG = 0x06
+ESME_RINVREGDLVFLG = 0x07
+ESME_RSYSERR = 0x08
+ESME_RINVSRCADR = 0x0A
+ESME_RINVDSTADR = 0x0B
+ESME_RINVMSGID = 0x0C
+ESME_RBINDFAIL = 0x0D
+ESME_RINVPASWD = 0x0E
+ESME_RINVSYSID = 0x0F
+ESME_RCANCELFAIL = 0x11
+ESME_RREPLACEFAIL = 0x13
+ESME_RMSGQFUL = 0x14
+ESME_RINVSERTYP = 0x15
+ESME_RINVNUMDESTS = 0x33
+ESME_RINVDLNAME = 0x34
+ESME_RINVDESTFLAG = 0x40
+ESME_RINVSUBREP = 0x42
+ESME_RINVESMCLASS = 0x43
+ESME_RCNTSUBDL = 0x44
+ESME_RSUBMITFAIL = 0x45
+ESME_RINVSRCTON = 0x48
+ESME_RINVSRCNPI = 0x49
+ESME_RINVDSTTON = 0x50
+ESME_RINVDSTNPI = 0x51
+ESME_RINVSYSTYP = 0x53
+ESME_RINVREPFLAG = 0x54
+ESME_RINVNUMMSGS = 0x55
+ESME_RTHROTTLED = 0x58
+ESME_RINVSCHED = 0x61
+ESME_RINVEXPIRY = 0x62
+ESME_RINVDFTMSGID = 0x63
+ESME_RX_T_APPN = 0x64
+ESME_RX_P_APPN = 0x65
+ESME_RX_R_APPN = 0x66
+ESME_RQUERYFAIL = 0x67
+ESME_RINVOPTPARSTREAM = 0xC0
+ESME_ROPTPARNOTALLWD = 0xC1
+ESME_RINVPARLEN = 0xC2
+ESME_RMISSINGOPTPARAM = 0xC3
+ESME_RINVOPTPARAMVAL = 0xC4
+ESME_RDELIVERYFAILURE = 0xFE
+ESME_RUNKNOWNERR = 0xFF
+
 # SMPP 3.4 section 5.1.3, table 5-2. Texts as in the spec, spelled out where
 # the spec abbreviates (they are shown to API clients).
 STATUSES: dict[int, StatusInfo] = {
-    0x00: StatusInfo("ESME_ROK", "No Error", _OK),
-    0x01: StatusInfo("ESME_RINVMSGLEN", "Message Length is invalid", _FAIL),
-    0x02: StatusInfo("ESME_RINVCMDLEN", "Command Length is invalid", _FAIL),
-    0x03: StatusInfo("ESME_RINVCMDID", "Invalid Command ID", _FAIL),
-    0x04: StatusInfo("ESME_RINVBNDSTS", "Incorrect BIND Status for given command", _REBIND),
-    0x05: StatusInfo("ESME_RALYBND", "ESME Already in Bound State", _FAIL),
-    0x06: StatusInfo("ESME_RINVPRTFLG", "Invalid Priority Flag", _FAIL),
-    0x07: StatusInfo("ESME_RINVREGDLVFLG", "Invalid Registered Delivery Flag", _FAIL),
-    0x08: StatusInfo("ESME_RSYSERR", "System Error", _SYSTEM),
-    0x0A: StatusInfo("ESME_RINVSRCADR", "Invalid Source Address", _FAIL),
-    0x0B: StatusInfo("ESME_RINVDSTADR", "Invalid Destination Address", _FAIL),
-    0x0C: StatusInfo("ESME_RINVMSGID", "Message ID is invalid", _FAIL),
-    0x0D: StatusInfo("ESME_RBINDFAIL", "Bind Failed", _FAIL),
-    0x0E: StatusInfo("ESME_RINVPASWD", "Invalid Password", _FAIL),
-    0x0F: StatusInfo("ESME_RINVSYSID", "Invalid System ID", _FAIL),
-    0x11: StatusInfo("ESME_RCANCELFAIL", "Cancel SM Failed", _FAIL),
-    0x13: StatusInfo("ESME_RREPLACEFAIL", "Replace SM Failed", _FAIL),
-    0x14: StatusInfo("ESME_RMSGQFUL", "Message Queue Full", _QUEUE_FULL),
-    0x15: StatusInfo("ESME_RINVSERTYP", "Invalid Service Type", _FAIL),
-    0x33: StatusInfo("ESME_RINVNUMDESTS", "Invalid number of destinations", _FAIL),
-    0x34: StatusInfo("ESME_RINVDLNAME", "Invalid Distribution List name", _FAIL),
-    0x40: StatusInfo("ESME_RINVDESTFLAG", "Destination flag is invalid (submit_multi)", _FAIL),
-    0x42: StatusInfo(
+    ESME_ROK: StatusInfo("ESME_ROK", "No Error", _OK),
+    ESME_RINVMSGLEN: StatusInfo("ESME_RINVMSGLEN", "Message Length is invalid", _FAIL),
+    ESME_RINVCMDLEN: StatusInfo("ESME_RINVCMDLEN", "Command Length is invalid", _FAIL),
+    ESME_RINVCMDID: StatusInfo("ESME_RINVCMDID", "Invalid Command ID", _FAIL),
+    ESME_RINVBNDSTS: StatusInfo(
+        "ESME_RINVBNDSTS", "Incorrect BIND Status for given command", _REBIND
+    ),
+    ESME_RALYBND: StatusInfo("ESME_RALYBND", "ESME Already in Bound State", _FAIL),
+    ESME_RINVPRTFLG: StatusInfo("ESME_RINVPRTFLG", "Invalid Priority Flag", _FAIL),
+    ESME_RINVREGDLVFLG: StatusInfo("ESME_RINVREGDLVFLG", "Invalid Registered Delivery Flag", _FAIL),
+    ESME_RSYSERR: StatusInfo("ESME_RSYSERR", "System Error", _SYSTEM),
+    ESME_RINVSRCADR: StatusInfo("ESME_RINVSRCADR", "Invalid Source Address", _FAIL),
+    ESME_RINVDSTADR: StatusInfo("ESME_RINVDSTADR", "Invalid Destination Address", _FAIL),
+    ESME_RINVMSGID: StatusInfo("ESME_RINVMSGID", "Message ID is invalid", _FAIL),
+    ESME_RBINDFAIL: StatusInfo("ESME_RBINDFAIL", "Bind Failed", _FAIL),
+    ESME_RINVPASWD: StatusInfo("ESME_RINVPASWD", "Invalid Password", _FAIL),
+    ESME_RINVSYSID: StatusInfo("ESME_RINVSYSID", "Invalid System ID", _FAIL),
+    ESME_RCANCELFAIL: StatusInfo("ESME_RCANCELFAIL", "Cancel SM Failed", _FAIL),
+    ESME_RREPLACEFAIL: StatusInfo("ESME_RREPLACEFAIL", "Replace SM Failed", _FAIL),
+    ESME_RMSGQFUL: StatusInfo("ESME_RMSGQFUL", "Message Queue Full", _QUEUE_FULL),
+    ESME_RINVSERTYP: StatusInfo("ESME_RINVSERTYP", "Invalid Service Type", _FAIL),
+    ESME_RINVNUMDESTS: StatusInfo("ESME_RINVNUMDESTS", "Invalid number of destinations", _FAIL),
+    ESME_RINVDLNAME: StatusInfo("ESME_RINVDLNAME", "Invalid Distribution List name", _FAIL),
+    ESME_RINVDESTFLAG: StatusInfo(
+        "ESME_RINVDESTFLAG", "Destination flag is invalid (submit_multi)", _FAIL
+    ),
+    ESME_RINVSUBREP: StatusInfo(
         "ESME_RINVSUBREP",
         "Invalid 'submit with replace' request (i.e. submit_sm with replace_if_present_flag set)",
         _FAIL,
     ),
-    0x43: StatusInfo("ESME_RINVESMCLASS", "Invalid esm_class field data", _FAIL),
-    0x44: StatusInfo("ESME_RCNTSUBDL", "Cannot Submit to Distribution List", _FAIL),
-    0x45: StatusInfo("ESME_RSUBMITFAIL", "submit_sm or submit_multi failed", _FAIL),
-    0x48: StatusInfo("ESME_RINVSRCTON", "Invalid Source address TON", _FAIL),
-    0x49: StatusInfo("ESME_RINVSRCNPI", "Invalid Source address NPI", _FAIL),
-    0x50: StatusInfo("ESME_RINVDSTTON", "Invalid Destination address TON", _FAIL),
-    0x51: StatusInfo("ESME_RINVDSTNPI", "Invalid Destination address NPI", _FAIL),
-    0x53: StatusInfo("ESME_RINVSYSTYP", "Invalid system_type field", _FAIL),
-    0x54: StatusInfo("ESME_RINVREPFLAG", "Invalid replace_if_present flag", _FAIL),
-    0x55: StatusInfo("ESME_RINVNUMMSGS", "Invalid number of messages", _FAIL),
-    0x58: StatusInfo(
+    ESME_RINVESMCLASS: StatusInfo("ESME_RINVESMCLASS", "Invalid esm_class field data", _FAIL),
+    ESME_RCNTSUBDL: StatusInfo("ESME_RCNTSUBDL", "Cannot Submit to Distribution List", _FAIL),
+    ESME_RSUBMITFAIL: StatusInfo("ESME_RSUBMITFAIL", "submit_sm or submit_multi failed", _FAIL),
+    ESME_RINVSRCTON: StatusInfo("ESME_RINVSRCTON", "Invalid Source address TON", _FAIL),
+    ESME_RINVSRCNPI: StatusInfo("ESME_RINVSRCNPI", "Invalid Source address NPI", _FAIL),
+    ESME_RINVDSTTON: StatusInfo("ESME_RINVDSTTON", "Invalid Destination address TON", _FAIL),
+    ESME_RINVDSTNPI: StatusInfo("ESME_RINVDSTNPI", "Invalid Destination address NPI", _FAIL),
+    ESME_RINVSYSTYP: StatusInfo("ESME_RINVSYSTYP", "Invalid system_type field", _FAIL),
+    ESME_RINVREPFLAG: StatusInfo("ESME_RINVREPFLAG", "Invalid replace_if_present flag", _FAIL),
+    ESME_RINVNUMMSGS: StatusInfo("ESME_RINVNUMMSGS", "Invalid number of messages", _FAIL),
+    ESME_RTHROTTLED: StatusInfo(
         "ESME_RTHROTTLED",
         "Throttling error (ESME has exceeded allowed message limits)",
         _THROTTLED,
     ),
-    0x61: StatusInfo("ESME_RINVSCHED", "Invalid Scheduled Delivery Time", _FAIL),
-    0x62: StatusInfo("ESME_RINVEXPIRY", "Invalid message validity period (Expiry time)", _FAIL),
-    0x63: StatusInfo("ESME_RINVDFTMSGID", "Predefined Message Invalid or Not Found", _FAIL),
-    0x64: StatusInfo("ESME_RX_T_APPN", "ESME Receiver Temporary App Error Code", _SYSTEM),
-    0x65: StatusInfo("ESME_RX_P_APPN", "ESME Receiver Permanent App Error Code", _FAIL),
-    0x66: StatusInfo("ESME_RX_R_APPN", "ESME Receiver Reject Message Error Code", _FAIL),
-    0x67: StatusInfo("ESME_RQUERYFAIL", "query_sm request failed", _FAIL),
-    0xC0: StatusInfo("ESME_RINVOPTPARSTREAM", "Error in the optional part of the PDU Body", _FAIL),
-    0xC1: StatusInfo("ESME_ROPTPARNOTALLWD", "Optional Parameter not allowed", _FAIL),
-    0xC2: StatusInfo("ESME_RINVPARLEN", "Invalid Parameter Length", _FAIL),
-    0xC3: StatusInfo("ESME_RMISSINGOPTPARAM", "Expected Optional Parameter missing", _FAIL),
-    0xC4: StatusInfo("ESME_RINVOPTPARAMVAL", "Invalid Optional Parameter Value", _FAIL),
-    0xFE: StatusInfo("ESME_RDELIVERYFAILURE", "Delivery Failure (used for data_sm_resp)", _FAIL),
-    0xFF: StatusInfo("ESME_RUNKNOWNERR", "Unknown Error", _FAIL),
+    ESME_RINVSCHED: StatusInfo("ESME_RINVSCHED", "Invalid Scheduled Delivery Time", _FAIL),
+    ESME_RINVEXPIRY: StatusInfo(
+        "ESME_RINVEXPIRY", "Invalid message validity period (Expiry time)", _FAIL
+    ),
+    ESME_RINVDFTMSGID: StatusInfo(
+        "ESME_RINVDFTMSGID", "Predefined Message Invalid or Not Found", _FAIL
+    ),
+    ESME_RX_T_APPN: StatusInfo("ESME_RX_T_APPN", "ESME Receiver Temporary App Error Code", _SYSTEM),
+    ESME_RX_P_APPN: StatusInfo("ESME_RX_P_APPN", "ESME Receiver Permanent App Error Code", _FAIL),
+    ESME_RX_R_APPN: StatusInfo("ESME_RX_R_APPN", "ESME Receiver Reject Message Error Code", _FAIL),
+    ESME_RQUERYFAIL: StatusInfo("ESME_RQUERYFAIL", "query_sm request failed", _FAIL),
+    ESME_RINVOPTPARSTREAM: StatusInfo(
+        "ESME_RINVOPTPARSTREAM", "Error in the optional part of the PDU Body", _FAIL
+    ),
+    ESME_ROPTPARNOTALLWD: StatusInfo(
+        "ESME_ROPTPARNOTALLWD", "Optional Parameter not allowed", _FAIL
+    ),
+    ESME_RINVPARLEN: StatusInfo("ESME_RINVPARLEN", "Invalid Parameter Length", _FAIL),
+    ESME_RMISSINGOPTPARAM: StatusInfo(
+        "ESME_RMISSINGOPTPARAM", "Expected Optional Parameter missing", _FAIL
+    ),
+    ESME_RINVOPTPARAMVAL: StatusInfo(
+        "ESME_RINVOPTPARAMVAL", "Invalid Optional Parameter Value", _FAIL
+    ),
+    ESME_RDELIVERYFAILURE: StatusInfo(
+        "ESME_RDELIVERYFAILURE", "Delivery Failure (used for data_sm_resp)", _FAIL
+    ),
+    ESME_RUNKNOWNERR: StatusInfo("ESME_RUNKNOWNERR", "Unknown Error", _FAIL),
 }
 
-BIND_REFUSED: frozenset[int] = frozenset({0x0D, 0x0E, 0x0F})
-# The two "not now" answers the link's health figures count apart.
-ESME_RTHROTTLED = 0x58
-ESME_RMSGQFUL = 0x14
+BIND_REFUSED: frozenset[int] = frozenset({ESME_RBINDFAIL, ESME_RINVPASWD, ESME_RINVSYSID})
+VENDOR_SPECIFIC = range(0x400, 0x500)  # codes an SMSC vendor defines (5.1.3)
 
 
 def reaction_for(status: int) -> Reaction:
@@ -146,6 +212,6 @@ def status_text(status: int) -> str:
     info = STATUSES.get(status)
     if info:
         return info.text
-    if 0x400 <= status <= 0x4FF:
+    if status in VENDOR_SPECIFIC:
         return f"SMSC vendor specific error 0x{status:08X}"
     return f"Unknown command_status 0x{status:08X}"

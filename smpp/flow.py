@@ -22,7 +22,14 @@ from dataclasses import dataclass
 
 
 class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; ``rate=None`` is unlimited."""
+    """``rate`` tokens a second, at most ``burst`` saved up; ``rate=None`` is unlimited.
+
+    The one token bucket of the project: the worker's send rate (``AdaptiveRate``),
+    the client session's limit on the SMSC's requests, and the simulator's
+    ``max_rate``. ``set_rate`` settles the tokens earned at the old rate first;
+    assigning ``rate`` and ``burst`` directly applies them from the last refill
+    (the simulator's reading of a rate changed at run time).
+    """
 
     def __init__(
         self,

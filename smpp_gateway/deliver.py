@@ -12,15 +12,17 @@ from typing import Any
 
 from messaging.models import IncomingFragment, Receipt
 from messaging.store import FragmentIn, ReceiptIn, storable_text
+from smpp.constants import (
+    ESM_CLASS_DELIVERY_RECEIPT,
+    ESM_CLASS_INTERMEDIATE_NOTIFICATION,
+    ESM_CLASS_MESSAGE_TYPE,
+    ESM_CLASS_UDHI,
+)
 from smpp.pdu import as_text
 from smpp.receipts import normalize_smsc_id, parse_receipt
 from smpp.smsc_ids import match_keys
 from sms.splitting import parse_udh
 
-RECEIPT_BITS = 0x3C
-DELIVERY_RECEIPT = 0x04
-INTERMEDIATE_NOTIFICATION = 0x20
-UDHI = 0x40
 # What the store's address columns hold (the same for receipts and incoming messages).
 RECEIPT_ADDRESS_MAX = Receipt._meta.get_field("source_addr").max_length
 INCOMING_ADDRESS_MAX = IncomingFragment._meta.get_field("src").max_length
@@ -45,8 +47,8 @@ def _receipt_address(value: str, name: str, kept: dict) -> str:
 
 def is_receipt(esm_class: int) -> bool:
     """Delivery receipts and intermediate notifications both report on a submit."""
-    kind = (esm_class or 0) & RECEIPT_BITS
-    return kind in (DELIVERY_RECEIPT, INTERMEDIATE_NOTIFICATION)
+    kind = (esm_class or 0) & ESM_CLASS_MESSAGE_TYPE
+    return kind in (ESM_CLASS_DELIVERY_RECEIPT, ESM_CLASS_INTERMEDIATE_NOTIFICATION)
 
 
 def _is_data_sm_receipt(pdu: Any) -> bool:
@@ -66,36 +68,44 @@ def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
     if payload and not short_message:
         short_message = payload
     if is_receipt(esm_class) or _is_data_sm_receipt(pdu):
-        tlv_id = getattr(pdu, "receipted_message_id", None)
-        parsed = parse_receipt(
-            short_message,
-            receipted_message_id=tlv_id,
-            message_state=getattr(pdu, "message_state", None),
-            network_error_code=getattr(pdu, "network_error_code", None),
-        )
-        tlvs = {}
-        if tlv_id:
-            tlvs["receipted_message_id"] = storable_text(normalize_smsc_id(tlv_id))
-        if getattr(pdu, "message_state", None) is not None:
-            tlvs["message_state"] = pdu.message_state
-        if getattr(pdu, "network_error_code", None):
-            tlvs["network_error_code"] = bytes(pdu.network_error_code).hex()
-        return ReceiptIn(
-            smsc_id=parsed.smsc_id,
-            match_keys=match_keys(parsed.smsc_id),
-            stat=parsed.stat,
-            message_state=parsed.message_state,
-            error_code=parsed.error_code,
-            submitted_date=parsed.submit_date,
-            done_date=parsed.done_date,
-            source_addr=_receipt_address(as_text(pdu.source_addr), "source_addr", tlvs),
-            destination_addr=_receipt_address(
-                as_text(pdu.destination_addr), "destination_addr", tlvs
-            ),
-            # PostgreSQL text cannot hold NUL: the receipt is kept with U+FFFD instead.
-            raw_text=storable_text(short_message.decode("latin-1")),
-            tlvs=tlvs,
-        )
+        return _read_receipt(pdu, short_message)
+    return _read_fragment(pdu, esm_class, short_message)
+
+
+def _read_receipt(pdu: Any, short_message: bytes) -> ReceiptIn:
+    """A delivery receipt: its text parsed, its TLVs kept (the id normalised)."""
+    tlv_id = getattr(pdu, "receipted_message_id", None)
+    parsed = parse_receipt(
+        short_message,
+        receipted_message_id=tlv_id,
+        message_state=getattr(pdu, "message_state", None),
+        network_error_code=getattr(pdu, "network_error_code", None),
+    )
+    tlvs = {}
+    if tlv_id:
+        tlvs["receipted_message_id"] = storable_text(normalize_smsc_id(tlv_id))
+    if getattr(pdu, "message_state", None) is not None:
+        tlvs["message_state"] = pdu.message_state
+    if getattr(pdu, "network_error_code", None):
+        tlvs["network_error_code"] = bytes(pdu.network_error_code).hex()
+    return ReceiptIn(
+        smsc_id=parsed.smsc_id,
+        match_keys=match_keys(parsed.smsc_id),
+        stat=parsed.stat,
+        message_state=parsed.message_state,
+        error_code=parsed.error_code,
+        submitted_date=parsed.submit_date,
+        done_date=parsed.done_date,
+        source_addr=_receipt_address(as_text(pdu.source_addr), "source_addr", tlvs),
+        destination_addr=_receipt_address(as_text(pdu.destination_addr), "destination_addr", tlvs),
+        # PostgreSQL text cannot hold NUL: the receipt is kept with U+FFFD instead.
+        raw_text=storable_text(short_message.decode("latin-1")),
+        tlvs=tlvs,
+    )
+
+
+def _read_fragment(pdu: Any, esm_class: int, short_message: bytes) -> FragmentIn:
+    """An incoming message, or one piece of it (UDH or SAR TLVs say which)."""
     src, dst = as_text(pdu.source_addr), as_text(pdu.destination_addr)
     for name, value in (("source_addr", src), ("destination_addr", dst)):
         if len(value) > INCOMING_ADDRESS_MAX:
@@ -105,7 +115,7 @@ def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
                 f"(at most {INCOMING_ADDRESS_MAX}): {value[:80]!r}"
             )
     reference, total, seq = None, 1, 1
-    if esm_class & UDHI:
+    if esm_class & ESM_CLASS_UDHI:
         concat, short_message = parse_udh(short_message)
         if concat is not None:
             reference, total, seq = concat.reference, concat.total, concat.seq

@@ -156,48 +156,54 @@ def split_message(
     encoding, forced_by = resolve_encoding(text, requested_encoding, default_alphabet)
     data_coding = data_coding_for(encoding, default_alphabet)
     encoded = encode_text(text, encoding)
-    unit_name, unit_octets = _UNIT[encoding]
-    single, per_part_8bit, per_part_16bit = _CAPACITY[encoding]
-
-    if len(encoded) <= single:
-        chunks = [encoded]
-    else:
-        per_part = per_part_16bit if concat == "udh16" else per_part_8bit
-        chunks = split_encoded(encoded, encoding, per_part)
+    chunks = _chunks(encoded, encoding, concat)
     maximum = min(max_parts, MAX_PARTS)
     if len(chunks) > maximum:
         raise TooManyParts(len(chunks), maximum)
-
-    total = len(chunks)
-    if total == 1:
-        parts = [PartSpec(index=1, total=1, short_message=encoded)]
-    elif concat == "payload":
-        parts = [PartSpec(1, 1, encoded, use_payload=True)]
-    elif concat == "sar":
-        ref = reference % 65536
-        parts = [
-            PartSpec(seq, total, chunk, sar=(ref, total, seq))
-            for seq, chunk in enumerate(chunks, start=1)
-        ]
-    else:
-        parts = [
-            PartSpec(
-                seq,
-                total,
-                concat_udh(reference, total, seq, sixteen_bit=concat == "udh16") + chunk,
-                esm_class=ESM_CLASS_UDHI,
-            )
-            for seq, chunk in enumerate(chunks, start=1)
-        ]
+    unit_name, unit_octets = _UNIT[encoding]
     return SplitResult(
         encoding=encoding,
         data_coding=data_coding,
-        parts=parts,
+        parts=_part_specs(encoded, chunks, concat, reference),
         units=len(encoded) // unit_octets,
         unit_name=unit_name,
         ucs2_forced_by=forced_by,
-        sms_count=total,
+        sms_count=len(chunks),
     )
+
+
+def _chunks(encoded: bytes, encoding: str, concat: str) -> list[bytes]:
+    """The encoded text as the SMS it takes: whole when it fits one, else cut to
+    what a part holds beside its concatenation header (never inside a character)."""
+    single, per_part_8bit, per_part_16bit = _CAPACITY[encoding]
+    if len(encoded) <= single:
+        return [encoded]
+    per_part = per_part_16bit if concat == "udh16" else per_part_8bit
+    return split_encoded(encoded, encoding, per_part)
+
+
+def _part_specs(encoded: bytes, chunks: list[bytes], concat: str, reference: int) -> list[PartSpec]:
+    """The submit_sm parts for ``chunks``, joined as ``concat`` says."""
+    total = len(chunks)
+    if total == 1:
+        return [PartSpec(index=1, total=1, short_message=encoded)]
+    if concat == "payload":  # one submit_sm; the SMSC makes the SMS
+        return [PartSpec(1, 1, encoded, use_payload=True)]
+    if concat == "sar":
+        ref = reference % 65536
+        return [
+            PartSpec(seq, total, chunk, sar=(ref, total, seq))
+            for seq, chunk in enumerate(chunks, start=1)
+        ]
+    return [
+        PartSpec(
+            seq,
+            total,
+            concat_udh(reference, total, seq, sixteen_bit=concat == "udh16") + chunk,
+            esm_class=ESM_CLASS_UDHI,
+        )
+        for seq, chunk in enumerate(chunks, start=1)
+    ]
 
 
 def parse_udh(short_message: bytes) -> tuple[ConcatInfo | None, bytes]:

@@ -46,7 +46,6 @@ from messaging.streams.ws_auth import ApiKeyMiddleware  # noqa: E402
 from smsapi.daphne_requests import (  # noqa: E402
     bound_request_bodies,
     redact_access_log,
-    skip_twisted_access_log,
     skip_twisted_form_parsing,
 )
 from smsapi.gc_tuning import tune_garbage_collector  # noqa: E402
@@ -64,7 +63,6 @@ application = ProtocolTypeRouter(
     }
 )
 skip_twisted_form_parsing()
-skip_twisted_access_log()
 redact_access_log()
 bound_request_bodies()
 tune_garbage_collector()

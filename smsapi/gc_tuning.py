@@ -9,6 +9,13 @@ one daphne process 537 -> 629 requests/s; the bench's PostgreSQL set-up, p99
 
 ``gc.freeze()`` moves what exists once the process has started (Django, DRF,
 the URL conf, the models) into a generation the collector no longer scans.
+
+Not a reach into another library: ``gc`` is Python's public API, so nothing
+here can break on an upgrade of one. It is process-wide, which is why it lives
+here and only here, called once by each long-running process's entry point
+(``smsapi.asgi`` for the servers, ``smpp_worker`` for the worker) and never
+by a library module: a module that changed the collector on import would
+change it for whatever process imported it (the tests, ``manage.py``).
 """
 
 from __future__ import annotations

@@ -9,27 +9,28 @@ and ``/metrics`` go through ``API_MIDDLEWARE`` (natively async only) and every
 other path through ``MIDDLEWARE``. Measured: the API's request path went from
 ~16 thread hops to none.
 
-The API's handler also bounds the body it reads (``HTTP_MAX_BODY_SIZE``: 413
-JSON before storing any of it) and answers its own request errors as JSON.
+The API's handler also leaves out Django's per-request thread and request
+signals (``upstream.django_asgi``, a copy of Django's ``handle``), bounds the
+body it reads (``HTTP_MAX_BODY_SIZE``: 413 JSON before storing any of it) and
+answers its own request errors as JSON.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import tempfile
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import close_old_connections
 from django.http import HttpResponse
-from django.urls import set_script_prefix
 
-from smsapi.middleware import api_error_for_exception, error_response
+from smsapi.middleware import api_error_for_exception, api_paths, error_response
+from upstream.django_asgi import ASGIHandlerWithoutRequestSignals, load_middleware_from
+
+__all__ = ["ApiASGIHandler", "PathDispatcher", "api_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,93 +56,30 @@ def body_too_large() -> HttpResponse:
     )
 
 
-class ApiASGIHandler(ASGIHandler):
+class ApiASGIHandler(ASGIHandlerWithoutRequestSignals):
     """Django's ASGI handler with ``settings.API_MIDDLEWARE`` as its middleware,
-    and without a thread of its own per request.
-
-    Django wraps each request in a ``ThreadSensitiveContext``: the request's first
-    thread-sensitive call (its own signal receivers, at start and end) starts a
-    thread, joined when the request ends (measured: a third of the CPU of a
-    /v1/send). The API's views run their store work in threads of their own
-    (``AsyncAPIView``), so what is left thread-sensitive (the signal receivers,
-    the schema and health views) shares Django's one sync thread instead.
+    without a thread of its own per request nor the request signals
+    (``upstream.django_asgi``: the API's views run their store work in threads of
+    their own, ``AsyncAPIView``), a bound on the body it reads and JSON answers
+    to its own request errors.
     """
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            raise ValueError(f"Django serves HTTP only, not {scope['type']}")
-        await self.handle(scope, receive, send)
-
-    async def handle(self, scope, receive, send):
-        """Django 5.2's ``ASGIHandler.handle`` without its two hops to the sync thread.
-
-        Django sends ``request_started`` and closes the response (which sends
-        ``request_finished``) on its sync thread, because their receivers are
-        synchronous: they close the thread's old database connections. The API's
-        database work never runs on that thread: its views use threads that open
-        and close their own connections (``in_db_thread``, ``make_view_atomic``
-        below). So ``request_started`` is not sent, and ``request_finished`` is
-        sent here, where it has no connection to close (measured: +22 % req/s).
-        """
-        try:
-            body_file = await self.read_limited_body(scope, receive)
-        except RequestAborted:
-            return
-        except BodyTooLarge:
+        declared = declared_length(scope) if scope["type"] == "http" else None
+        if declared is not None and declared > settings.HTTP_MAX_BODY_SIZE:
             # Answered before Django sees it: nothing reads a body of any size.
             await self.send_response(body_too_large(), send)
             return
-        set_script_prefix(get_script_prefix(scope))
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            body_file.close()
-            await self.send_response(error_response, send)
-            error_response.close()
-            return
-
-        async def process_request(request, send):
-            response = await self.run_get_response(request)
-            with contextlib.suppress(asyncio.CancelledError):  # the client went away
-                await self.send_response(response, send)
-            return response
-
-        tasks = [
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request(request, send)),
-        ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-                except AssertionError:
-                    body_file.close()
-                    raise
-            else:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
         try:
-            response = tasks[1].result()
-        except asyncio.CancelledError:
-            pass
-        else:
-            if response.streaming:
-                # A streamed body may hold resources that close synchronously.
-                await sync_to_async(response.close, thread_sensitive=False)()
-            else:
-                response.close()
-        body_file.close()
+            await super().__call__(scope, receive, send)
+        except BodyTooLarge:  # from read_body, before anything was sent
+            await self.send_response(body_too_large(), send)
 
-    async def read_limited_body(self, scope, receive):
+    async def read_body(self, receive):
         """Django's ``read_body`` with a bound: ``BodyTooLarge`` past
-        ``HTTP_MAX_BODY_SIZE`` (declared or as it arrives), before it is stored."""
+        ``HTTP_MAX_BODY_SIZE`` as it arrives, before it is stored (a declared
+        length over it is answered by ``__call__``)."""
         limit = settings.HTTP_MAX_BODY_SIZE
-        declared = declared_length(scope)
-        if declared is not None and declared > limit:
-            raise BodyTooLarge
         body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by handle()
             max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
         )
@@ -177,11 +115,10 @@ class ApiASGIHandler(ASGIHandler):
         """Sync views (health, metrics, the schema) open and close their own connection.
 
         Django closes the sync thread's connections on the request signals, which
-        this handler does not send (see ``handle``); in the test suite the test's
-        transaction must stay open, so there views are left as they are.
+        this handler does not send (see ``handle``).
         """
         view = super().make_view_atomic(view)
-        if iscoroutinefunction(view) or settings.STORE_ON_CALLER_THREAD:
+        if iscoroutinefunction(view):
             return view
 
         @functools.wraps(view)
@@ -195,20 +132,7 @@ class ApiASGIHandler(ASGIHandler):
         return with_own_connection
 
     def load_middleware(self, is_async: bool = False) -> None:
-        # BaseHandler reads settings.MIDDLEWARE; show it the API's list while it builds
-        # the chain (once, at start-up, before any request is served).
-        pages_middleware = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.API_MIDDLEWARE
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = pages_middleware
-
-
-def api_paths() -> tuple[str, ...]:
-    """Path prefixes served by the API handler."""
-    prefix = f"/{settings.SMSAPI_PREFIX}" if settings.SMSAPI_PREFIX else ""
-    return (f"{prefix}/v1/", "/healthz", "/readyz", "/metrics")
+        load_middleware_from(self, settings.API_MIDDLEWARE, is_async)
 
 
 class PathDispatcher:

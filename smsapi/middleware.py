@@ -57,6 +57,12 @@ _WORDS = {
 }
 
 
+def api_paths() -> tuple[str, ...]:
+    """Path prefixes served by the API's handler and chain (``smsapi.handlers``)."""
+    prefix = f"/{settings.SMSAPI_PREFIX}" if settings.SMSAPI_PREFIX else ""
+    return (f"{prefix}/v1/", "/healthz", "/readyz", "/metrics")
+
+
 def error_response(status: int, error: str, **headers: str) -> JsonResponse:
     """``{"error": error}`` with ``status`` and extra headers."""
     response = JsonResponse({"error": error}, status=status)
@@ -182,8 +188,6 @@ class ApiErrorsMiddleware:
     sync_capable = False
 
     def __init__(self, get_response):
-        from smsapi.handlers import api_paths
-
         self.get_response = get_response
         markcoroutinefunction(self)  # Django then awaits it, no thread hop
         self.host_checked = api_paths()[0]  # /v1/ (under SMSAPI_PREFIX)

@@ -32,13 +32,6 @@ def _close_the_async_tests_connection(django_db_setup) -> Iterator[None]:
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
-@pytest.fixture(autouse=True)
-def _store_on_caller_thread(settings):
-    """Async views' store work on the test's thread, where its transaction is
-    (processes started by a test keep the real setting: threads of their own)."""
-    settings.STORE_ON_CALLER_THREAD = True
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -313,14 +313,15 @@ def add_events(count: int = 1, type_: str = "mo", message=None, ring: bool = Tru
     from asgiref.sync import async_to_sync
     from django.db import transaction
 
+    from messaging.event_payloads import message_status_payload
     from messaging.notify import publish
-    from messaging.store import StoreChanges, status_event_payload
+    from messaging.store import StoreChanges
 
     with transaction.atomic():
         changes = StoreChanges()
         for n in range(count):
             if type_ == "status":
-                payload = status_event_payload(message, "delivered")
+                payload = message_status_payload(message, "delivered")
             else:
                 payload = {
                     "type": type_,

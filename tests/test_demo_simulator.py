@@ -69,6 +69,7 @@ def test_bad_input_is_refused_and_injects_nothing(client, embedded, body, error)
     assert embedded.stats()["mo_queued"] == 0
 
 
+@pytest.mark.django_db(transaction=True)  # /v1/send stores on a thread of its own
 def test_keys_are_required_when_the_gateway_requires_them(client, embedded, settings):
     settings.SMSAPI_AUTH = "required"
     body = {"src": "5559876", "dst": "5551234", "text": "hi"}

@@ -11,7 +11,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.testing import HttpCommunicator
 from django.db import InterfaceError, OperationalError
 
-from messaging.api import sending
+from messaging.api import querying
 from messaging.models import Message
 from smsapi.asgi import application
 
@@ -149,7 +149,7 @@ async def test_an_unexpected_exception_is_a_json_500_logged_with_its_traceback(m
     def broken_query(*args, **kwargs):
         raise RuntimeError("internal detail that must not leave the server")
 
-    monkeypatch.setattr(sending, "query", broken_query)
+    monkeypatch.setattr(querying, "query", broken_query)
     with caplog.at_level(logging.ERROR, logger="django.request"):
         status, headers, body = await call("GET", "/v1/query?src=x&message_id=1")
     assert_json_error((status, headers, body), 500)
@@ -163,7 +163,7 @@ async def test_a_store_outage_is_a_json_503_with_retry_after(monkeypatch, error)
     def store_down(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(sending, "query", store_down)
+    monkeypatch.setattr(querying, "query", store_down)
     status, headers, body = await call("GET", "/v1/query?src=x&message_id=1")
     assert "unavailable" in assert_json_error((status, headers, body), 503)
     assert int(headers[b"Retry-After"]) > 0

@@ -17,6 +17,10 @@ from messaging.store import NewMessage, SubmitOutcome
 from tests.factories import receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db]
+# The readiness check and the API's views run their store work on threads of their
+# own (messaging.orm_thread), as in production: what a test writes for them to
+# read, or reads back after them, is committed.
+COMMITTED = pytest.mark.django_db(transaction=True)
 
 
 def link(worker_id: str, state: str, heartbeat_age: float = 0.0, detail: str = "") -> LinkStatus:
@@ -65,6 +69,7 @@ def test_not_ready_when_no_worker_has_reported(client):
     assert client.get("/healthz", {"ready": "1"}).status_code == 503
 
 
+@COMMITTED
 def test_not_ready_while_the_only_worker_is_disconnected(client):
     link("w1", "disconnected", detail="connection refused")
     response = client.get("/readyz")
@@ -74,6 +79,7 @@ def test_not_ready_while_the_only_worker_is_disconnected(client):
     )
 
 
+@COMMITTED
 def test_not_ready_when_the_bound_worker_stopped_beating(client, settings):
     settings.HEALTH_HEARTBEAT_MAX_AGE = 15
     link("w1", "bound", heartbeat_age=60)
@@ -82,6 +88,7 @@ def test_not_ready_when_the_bound_worker_stopped_beating(client, settings):
     assert "no SMPP worker has reported for 15 s" in response.json()["error"]
 
 
+@COMMITTED
 def test_ready_with_a_bound_worker_and_a_fresh_heartbeat(client):
     link("w0", "disconnected", heartbeat_age=1)
     link("w1", "bound", heartbeat_age=1)
@@ -97,6 +104,7 @@ def test_ready_with_a_bound_worker_and_a_fresh_heartbeat(client):
 # --- metrics -----------------------------------------------------------------------------
 
 
+@COMMITTED
 def test_a_send_moves_the_queue_metrics(client):
     before = scrape(client)
     response = client.post("/v1/send", {"dst": "5550001", "text": "x" * 200, "wait": "0"})

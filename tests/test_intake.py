@@ -200,10 +200,9 @@ async def test_api_requests_skip_the_request_signals_hop_but_still_finish(monkey
         request_finished.disconnect(finished)
 
 
-async def test_a_sync_api_view_closes_its_own_connection(settings):
+async def test_a_sync_api_view_closes_its_own_connection():
     """Without the request signals, a sync view (/metrics) must not leave its
     connection open on Django's sync thread."""
-    settings.STORE_ON_CALLER_THREAD = False  # as in production: no test transaction to keep
     response = await HttpCommunicator(
         application, "GET", "/metrics", headers=[(b"host", b"localhost")]
     ).get_response(timeout=10)

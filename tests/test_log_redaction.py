@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 from channels.testing import HttpCommunicator
 
-from messaging.api import sending
+from messaging.api import querying
 from smsapi.asgi import application
 from smsapi.daphne_requests import redact_access_log
 from smsapi.logging import JsonFormatter, TextFormatter
@@ -58,7 +58,7 @@ async def test_a_failing_request_logs_neither_its_key_nor_its_authorization(monk
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sending, "query", broken)
+    monkeypatch.setattr(querying, "query", broken)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

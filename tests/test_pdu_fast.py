@@ -9,17 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from smpplib import smpp
 
-from smpp.pdu import (
-    ESME_RINVCMDLEN,
-    ESME_RINVMSGLEN,
-    FieldError,
-    PDUFormatError,
-    _FixedSequence,
+from smpp.command_status import ESME_RINVCMDLEN, ESME_RINVMSGLEN
+from smpp.pdu import FieldError, PDUFormatError, decode_pdu, encode_pdu
+from smpp.pdu import FixedSequence as _FixedSequence
+from smpp.pdu_fast import (
     check_deliver_sm_structure,
     decode_deliver_sm,
-    decode_pdu,
     encode_deliver_sm_resp,
-    encode_pdu,
     encode_submit_sm,
 )
 

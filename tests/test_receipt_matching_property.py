@@ -1,7 +1,7 @@
 """Every part matched to its own receipt, whatever the SMSC's id style and timing (issue 19).
 
 At the store level, calling ``record_results`` as the worker does (its outcomes
-as ``_on_submit_response`` builds them, its receipts read by ``read_deliver``),
+as ``SubmitAnswers.on_response`` builds them, its receipts read by ``read_deliver``),
 over id style x timing:
 
 - ``before``: the receipt is written (kept unmatched) one or more writes before the response;
@@ -79,7 +79,7 @@ def outcome(part_id: int, message_id: int, kind: str, smsc_id: str = "") -> Subm
         message_id=message_id,
         outcome=kind,
         command_status=0 if kind == SubmitOutcome.SUBMITTED else None,
-        smsc_id=smsc_id.strip(),  # as the worker's _on_submit_response keeps it
+        smsc_id=smsc_id.strip(),  # as the worker's SubmitAnswers keeps it
         bind_id="b1",
         sequence=1,
         retry_at=timezone.now() if kind == SubmitOutcome.UNKNOWN else None,

@@ -7,7 +7,8 @@ import contextlib
 
 import pytest
 
-from smpp.pdu import encode_pdu, peek_header, read_pdu
+from smpp.framing import peek_header, read_pdu
+from smpp.pdu import encode_pdu
 from smpp.session import BindUnanswered, SessionConfig, SMPPSession
 from smpp_gateway.simulator.wire import deliver_sm, submit_sm_resp
 

@@ -28,7 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from smpplib import command_codes
 
-from smpp.pdu import PDUFormatError, decode_pdu, encode_pdu, peek_header, read_pdu
+from smpp.framing import PDUFormatError, peek_header, read_pdu
+from smpp.pdu import decode_pdu, encode_pdu
 from smpp_gateway.simulator import SimulatorConfig, SimulatorThread, SMSCSimulator
 from smpp_gateway.simulator.texts import split_mo
 from smpp_gateway.simulator.wire import deliver_sm, parse_submit_sm, submit_sm_resp

@@ -187,13 +187,13 @@ def test_one_deliver_sm_the_store_refuses_never_takes_its_batch_down():
 
     items = [_Item(True), _Item(False), _Item(True)]
     try:
-        statuses = asyncio.run(worker._store_each(items, write, Notifications()))
+        statuses = asyncio.run(worker.results.store_each(items, write, Notifications()))
         assert statuses == [0, 0x65, 0]
         assert writes == [3, 1, 1, 1]
-        statuses = asyncio.run(worker._store_each(items, down, Notifications()))
+        statuses = asyncio.run(worker.results.store_each(items, down, Notifications()))
         assert statuses == [0x64] * 3  # the SMSC keeps them for later
     finally:
-        worker._db_executor.shutdown()
+        worker.close_database_threads()
 
 
 # --- the link ----------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ def test_a_receipt_with_fields_the_columns_cannot_hold_is_stored():
     """NUL in the text, addresses longer than the columns, an id longer than any part's:
     stored (sanitised, the whole addresses in the TLVs), never refused for ever."""
     from messaging import store
-    from smpp.pdu import decode_deliver_sm
+    from smpp.pdu_fast import decode_deliver_sm
     from smpp_gateway.deliver import read_deliver
     from smpp_gateway.simulator.wire import deliver_sm
 

@@ -1,4 +1,5 @@
-"""SQLite's writers of one process take turns in arrival order (smsapi/sqlite_backend)."""
+"""SQLite's writers of one process take turns in arrival order
+(upstream/django_sqlite_writer.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import threading
 import pytest
 from django.db import OperationalError, connection, transaction
 
-from smsapi.sqlite_backend.base import writer_queue
-from smsapi.sqlite_backend.writer_queue import WriterQueue
 from tests.conftest import wait_until
+from upstream.django_sqlite_writer import WriterQueue, writer_queue
 
 # --- the queue ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from messaging.models import (
 )
 from messaging.states import State
 from messaging.store import SubmitOutcome
-from messaging.store.sql import Sql
+from messaging.store.backends import Sql
 from tests.factories import new_message, receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]

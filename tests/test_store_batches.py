@@ -10,7 +10,7 @@ from messaging import store
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
 from messaging.states import State
 from messaging.store import SubmitOutcome
-from messaging.store.sql import Sql
+from messaging.store.backends import Sql
 from tests.factories import new_message, receipt
 
 pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]

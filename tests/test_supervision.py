@@ -161,7 +161,7 @@ async def test_a_task_that_does_not_stop_in_time_is_cancelled(caplog):
 
 
 @pytest.mark.store
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the readiness check reads on a thread of its own
 def test_readiness_is_503_at_once_when_a_task_of_the_process_died(client):
     now = timezone.now()
     LinkStatus.objects.create(

@@ -34,7 +34,9 @@ from messaging.events import last_event_id
 from messaging.models import ApiKey, Message, WebhookCursor, WebhookDelivery
 from messaging.url_secrets import loggable_url, redact_url
 from messaging.webhooks import delivery as webhooks
-from messaging.webhooks.delivery import AttemptResult, SenderConfig, WebhookSender, record_results
+from messaging.webhooks.attempts import AttemptResult, record_results
+from messaging.webhooks.delivery import SenderConfig, WebhookSender
+from messaging.webhooks.planning import Planner
 from messaging.webhooks.targets import (
     DestinationRefused,
     InvalidCallbackURL,
@@ -546,7 +548,7 @@ def test_a_refused_name_is_tried_again_a_refused_literal_is_not(cursor):
     first, second = receipt_to("http://a.example/"), receipt_to("http://b.example/")
     for message in (first, second):
         add_events(1, "receipt", message=message, ring=False)
-    planner = webhooks.Planner()  # PostgreSQL: a hole in the ids is waited for, hence a loop
+    planner = Planner()  # PostgreSQL: a hole in the ids is waited for, hence a loop
     wait_until(lambda: planner.plan() >= 0 and WebhookDelivery.objects.count() == 2)
     by_url = {d.url: d for d in WebhookDelivery.objects.all()}
     now = timezone.now()

@@ -35,8 +35,9 @@ from messaging.models import (
     WebhookCursor,
     WebhookDelivery,
 )
-from messaging.store.sql import Sql
-from messaging.webhooks.delivery import Planner, SenderConfig, WebhookSender, plan_deliveries
+from messaging.store.backends import Sql
+from messaging.webhooks.delivery import SenderConfig, WebhookSender
+from messaging.webhooks.planning import Planner, plan_deliveries
 from tests.conftest import ROOT, free_port, wait_until
 from tests.live import add_events, database_url, make_message
 

@@ -7,7 +7,6 @@ import asyncio
 import threading
 
 import pytest
-from django.db import connections
 
 from messaging import store
 from messaging.models import MessagePart
@@ -35,28 +34,29 @@ def _worker(port: int = 2775) -> SMPPWorker:
 
 
 def _close(worker: SMPPWorker) -> None:
-    worker._db_executor.submit(connections.close_all).result()
-    worker._db_executor.shutdown()
+    worker.close_database_threads()
 
 
 async def _link_lost_as_the_claim_ends(worker: SMPPWorker) -> None:
     """Bind, let the feed claim parts, and lose the link once the claim is done but
     before the feed has taken its parts in (as ``_serve`` does: cancel the feed)."""
-    session = SMPPSession(worker.config.session, worker._on_submit_response, worker._on_deliver)
+    session = SMPPSession(
+        worker.config.session, worker.answers.on_response, worker.intake.on_deliver
+    )
     await session.open()
     reader = asyncio.ensure_future(session.run())
-    worker._session = session
-    feed = asyncio.ensure_future(worker._feed(session))
+    worker.link.session = session
+    feed = asyncio.ensure_future(worker.feeder.run(session))
     await asyncio.sleep(0)  # the feed asks for parts and waits for the claim
     # The database thread takes one task at a time: once this one has run, the claim
     # has ended. Blocking the loop meanwhile keeps the feed from taking its parts in.
-    worker._db_executor.submit(lambda: None).result(timeout=10)
+    worker.claims.submit(lambda: None).result(timeout=10)
     session.close("link lost")
     feed.cancel()
     await asyncio.gather(feed, reader, return_exceptions=True)
-    worker._session = None
+    worker.link.session = None
     await asyncio.sleep(0.05)  # the hand-back comes through the claim's callback
-    await worker._flush_all()
+    await worker.results.flush_all()
 
 
 def test_parts_claimed_as_the_link_goes_are_handed_back_unsent():
@@ -81,13 +81,13 @@ async def _write_cancelled_while_queued(worker: SMPPWorker) -> None:
     """A write of results waits behind other work in the database thread when the
     link goes and ``_serve`` cancels the flush loop."""
     gate = threading.Event()
-    worker._db_executor.submit(gate.wait, 10)  # the database thread is busy
-    flush = asyncio.ensure_future(worker._flush())
+    worker.db.submit(gate.wait, 10)  # the database thread is busy
+    flush = asyncio.ensure_future(worker.results.flush())
     await asyncio.sleep(0.05)  # its write is queued behind
     flush.cancel()
     await asyncio.gather(flush, return_exceptions=True)
     gate.set()
-    await asyncio.wrap_future(worker._db_executor.submit(lambda: None))
+    await asyncio.wrap_future(worker.db.submit(lambda: None))
 
 
 def test_results_being_written_as_the_link_goes_are_written():
@@ -101,7 +101,7 @@ def test_results_being_written_as_the_link_goes_are_written():
         command_status=0,
         smsc_id="abc123",
     )
-    worker._pending.outcomes.append(accepted)
+    worker.results.pending.outcomes.append(accepted)
     try:
         asyncio.run(_write_cancelled_while_queued(worker))
     finally:

@@ -19,9 +19,9 @@ import logging
 
 from django.db import DatabaseError
 
-from messaging.events import in_db_thread
 from messaging.models import Message
 from messaging.notify import ring_worker
+from messaging.orm_thread import in_db_thread
 from messaging.per_event_loop import PerEventLoop
 from messaging.store import NewMessage, create_messages
 

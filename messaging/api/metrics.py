@@ -34,10 +34,10 @@ from messaging.api.openapi import metrics_schema
 from messaging.health import BOUND, STALLED, LinkHealth, heartbeat_max_age
 from messaging.models import Event, IncomingFragment, LinkStatus, Message, MessagePart, Receipt
 from messaging.states import State
+from smpp.command_status import ESME_RTHROTTLED
 
 logger = logging.getLogger(__name__)
 
-THROTTLED = 0x58  # ESME_RTHROTTLED
 LATENCY_WINDOW = 600.0  # seconds of history the latency figures cover
 LATENCY_SAMPLES = 10_000  # newest rows looked at, at most
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
@@ -141,7 +141,7 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily(
             "smsapi_parts_throttled",
             "Queued parts whose last submit_sm the SMSC throttled (ESME_RTHROTTLED).",
-            value=queued.filter(command_status=THROTTLED).count(),
+            value=queued.filter(command_status=ESME_RTHROTTLED).count(),
         )
         in_flight = dict(
             MessagePart.objects.filter(state=State.SUBMITTING)

@@ -1,7 +1,9 @@
-"""Send and query, as the HTTP API and the JSON-RPC socket both offer them.
+"""Send, as the HTTP API (one message or a batch) and the JSON-RPC socket offer it.
 
 Protocol-free: takes the request's parameters, returns the HTTP status and the
-JSON body. The views and the WebSocket consumer only translate.
+JSON body. The views and the WebSocket consumer only translate. What a client is
+told about a stored message is ``messaging.api.answers``; query is
+``messaging.api.querying``.
 """
 
 from __future__ import annotations
@@ -10,25 +12,29 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError
 from rest_framework.exceptions import ValidationError
 
+from messaging.api.answers import (
+    ApiAnswer,
+    accepted,
+    answer_for,
+    replay,
+    replay_earlier,
+    smsc_ids_of,
+)
 from messaging.api.errors import STORE_UNAVAILABLE, first_error
 from messaging.api.intake import message_intake
-from messaging.api.serializers import TransitionSerializer, send_serializer
-from messaging.api.smsc_answers import smsc_answers
+from messaging.api.serializers import SendSerializer, send_serializer
+from messaging.api.smsc_answers import SmscAnswers, smsc_answers
 from messaging.api_keys import scoped_idempotency_key
-from messaging.events import in_db_thread
-from messaging.models import ApiKey, Message, MessagePart
-from messaging.notify import ask_smsc, ring_worker
-from messaging.states import FINAL_STATES, SMPP_STATE_NAMES, State, smpp_state_name
+from messaging.models import ApiKey, Message
+from messaging.notify import ring_worker
+from messaging.orm_thread import in_db_thread
 from messaging.store import NewMessage, create_messages
-from smpp.command_status import status_name, status_text
-from smpp.smsc_ids import SMSC_ID_MAX_LENGTH, match_keys
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +47,11 @@ INVALID_IDEMPOTENCY_KEY = (
     f'invalid header "Idempotency-Key": at most {IDEMPOTENCY_KEY_MAX_LENGTH} '
     "printable ASCII characters"
 )
-# Ids the store can look up: our ids are 64-bit, the SMSC's are text.
-MAX_OUR_ID = 2**63 - 1
-# Control characters, and lone surrogates (a JSON body's "\ud800": no store can hold one).
-_UNSTORABLE_CHARACTER = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 # A bug met while checking one message: logged with its traceback; the client is
 # told its message was refused (nothing was stored), never a 500.
 UNCHECKED = "the parameters could not be checked (logged on the server); nothing was stored"
 UNSTORABLE = "the message store cannot hold these parameters; nothing was stored"
-
-
-@dataclass(frozen=True)
-class ApiAnswer:
-    status: int
-    body: dict
 
 
 def idempotency_key_error(key: str | None) -> str | None:
@@ -95,6 +91,43 @@ async def send(
     a message once stored is never answered with an error of ours: whatever
     fails after the commit, the answer is 202 with its id.
     """
+    checked = _checked_request(data, idempotency_key, api_key)
+    if isinstance(checked, ApiAnswer):
+        return checked
+    serializer, params, idempotency_key = checked
+    request_hash = _request_hash(data) if idempotency_key else ""
+    if idempotency_key:
+        try:
+            answer = await in_db_thread(replay_earlier)(idempotency_key, request_hash)
+        except DatabaseError as exc:
+            return _store_unavailable(exc)
+        if answer is not None:
+            return answer
+
+    wait = params.get("wait", 0.0) if params.get("schedule") is None else 0.0
+    answers = await _smsc_answers_within(wait)
+    new = serializer.new_message(idempotency_key, request_hash, _owner_id(api_key), data=params)
+    if answers is not None:
+        try:
+            new.notify_channel = await answers.prepare()
+        except Exception:  # the channel layer is down: store it, answer without waiting
+            logger.warning("cannot wait for the SMSC's answer", exc_info=True)
+            answers = None
+    message = await _store(new, request_hash)
+    if isinstance(message, ApiAnswer):
+        return message
+    try:
+        return await _answer_when_stored(message, answers, wait)
+    except Exception:  # the message is stored: its id goes back, whatever failed here
+        logger.exception("message %s stored, but its answer could not be made", message.pk)
+        return accepted(message)
+
+
+def _checked_request(
+    data: dict, idempotency_key: str | None, api_key: ApiKey | None
+) -> tuple[SendSerializer, dict, str | None] | ApiAnswer:
+    """The serializer, the validated parameters and the key's own Idempotency-Key;
+    or the answer already due (400, or a dry run's 200)."""
     if (key_error := idempotency_key_error(idempotency_key)) is not None:
         return ApiAnswer(400, {"error": key_error})
     idempotency_key = scoped_idempotency_key(idempotency_key, api_key)
@@ -106,35 +139,29 @@ async def send(
         return params
     if params.get("dry_run"):
         return ApiAnswer(200, _preview(params["split"]))
+    return serializer, params, idempotency_key
 
-    request_hash = _request_hash(data) if idempotency_key else ""
-    if idempotency_key:
-        try:
-            answer = await in_db_thread(_replay_earlier)(idempotency_key, request_hash)
-        except DatabaseError as exc:
-            return _store_unavailable(exc)
-        if answer is not None:
-            return answer
 
-    wait = params.get("wait", 0.0) if params.get("schedule") is None else 0.0
+async def _smsc_answers_within(wait: float) -> SmscAnswers | None:
+    """Where to hear the SMSC's answer within ``wait`` seconds; None: answer at once."""
     answers = smsc_answers() if wait > 0 else None
     if answers is not None and not await answers.link.bound():
-        answers = None  # no worker is bound: nothing will answer within the wait
-    new = serializer.new_message(idempotency_key, request_hash, _owner_id(api_key), data=params)
-    if answers is not None:
-        try:
-            new.notify_channel = await answers.prepare()
-        except Exception:  # the channel layer is down: store it, answer without waiting
-            logger.warning("cannot wait for the SMSC's answer", exc_info=True)
-            answers = None
+        return None  # no worker is bound: nothing will answer within the wait
+    return answers
+
+
+async def _store(new: NewMessage, request_hash: str) -> Message | ApiAnswer:
+    """The message stored; or the answer when the store would not (a replay when
+    the same Idempotency-Key raced us, else 400 or 503)."""
+    idempotency_key = new.idempotency_key
     try:
-        message = await message_intake().store(new)
+        return await message_intake().store(new)
     except IntegrityError as exc:
         if not idempotency_key:
             return _store_unavailable(exc)
         # The same key raced us: answer as the first one did.
         try:
-            answer = await in_db_thread(_replay_earlier)(idempotency_key, request_hash)
+            answer = await in_db_thread(replay_earlier)(idempotency_key, request_hash)
         except DatabaseError as again:
             return _store_unavailable(again)
         return answer or ApiAnswer(
@@ -145,11 +172,6 @@ async def send(
         return ApiAnswer(400, {"error": UNSTORABLE})
     except DatabaseError as exc:
         return _store_unavailable(exc)
-    try:
-        return await _answer_when_stored(message, answers, wait)
-    except Exception:  # the message is stored: its id goes back, whatever failed here
-        logger.exception("message %s stored, but its answer could not be made", message.pk)
-        return _accepted(message)
 
 
 async def _answer_when_stored(message: Message, answers, wait: float) -> ApiAnswer:
@@ -164,24 +186,12 @@ async def _answer_when_stored(message: Message, answers, wait: float) -> ApiAnsw
     return answer_for(message, smsc_ids)
 
 
-def _accepted(message: Message) -> ApiAnswer:
-    """202 for a message that is stored and whose SMSC answer is not known here."""
-    return ApiAnswer(
-        202,
-        {
-            "message_id": None,
-            "id": str(message.pk),
-            "status": State.QUEUED,
-            "parts": message.parts_count,
-            "encoding": message.encoding,
-            "message_ids": [None] * message.parts_count,
-        },
-    )
-
-
 def _store_unavailable(exc: BaseException) -> ApiAnswer:
     logger.error("the message store is unavailable: %s", exc)
     return ApiAnswer(503, {"error": STORE_UNAVAILABLE})
+
+
+# --- batches -------------------------------------------------------------------------------
 
 
 def send_batch(
@@ -213,10 +223,33 @@ def send_batch(
         )
     except DatabaseError as exc:
         return _store_unavailable(exc)
+    results, new_items = _sort_items(items, keys, earlier, _owner_id(api_key))
+    if new_items:
+        try:
+            outcomes = _store_items(new_items)
+        except DatabaseError as exc:
+            return _store_unavailable(exc)
+        for (position, _, _), outcome in zip(new_items, outcomes, strict=True):
+            results[position] = outcome
+    rejected = sum(1 for r in results if r["http_status"] >= 400)
+    return ApiAnswer(
+        200, {"accepted": len(results) - rejected, "rejected": rejected, "results": results}
+    )
+
+
+# (position in the batch, the message to store, its request hash)
+_NewItem = tuple[int, NewMessage, str]
+
+
+def _sort_items(
+    items: list, keys: list[str | None], earlier: dict[str, Message], owner: int | None
+) -> tuple[list[dict], list[_NewItem]]:
+    """Each item's result where it is known already (refused, or replayed for an
+    Idempotency-Key used before; an empty dict in its place otherwise), and the
+    items to store."""
     results: list[dict] = []
-    accepted: list[tuple[int, NewMessage, str]] = []  # (position, message, request hash)
+    new_items: list[_NewItem] = []
     serializer = send_serializer()
-    owner = _owner_id(api_key)
     for position, item in enumerate(items):
         if not isinstance(item, dict):
             results.append({"http_status": 400, "error": "a JSON object expected"})
@@ -228,33 +261,31 @@ def send_batch(
         key = keys[position]
         request_hash = _request_hash(item) if key else ""
         if key in earlier:
-            answer = _replay(earlier[key], request_hash)
+            answer = replay(earlier[key], request_hash)
             results.append({"http_status": answer.status, **answer.body})
             continue
         results.append({})
-        accepted.append(
+        new_items.append(
             (position, serializer.new_message(key, request_hash, owner, data=data), request_hash)
         )
-    if accepted:
+    return results, new_items
+
+
+def _store_items(new_items: list[_NewItem]) -> list[dict]:
+    """Store the items in one transaction (item by item if the store refuses one);
+    their results in order. The worker's bell is rung when any was stored."""
+    try:
+        stored = create_messages([new for _, new, _ in new_items])
+    except (IntegrityError, DataError):
+        outcomes = [_store_alone(new, request_hash) for _, new, request_hash in new_items]
+    else:
+        outcomes = [_queued(message) for message in stored]
+    if any(r["http_status"] == 202 for r in outcomes):
         try:
-            stored = create_messages([new for _, new, _ in accepted])
-        except (IntegrityError, DataError):
-            outcomes = [_store_alone(new, request_hash) for _, new, request_hash in accepted]
-        except DatabaseError as exc:
-            return _store_unavailable(exc)
-        else:
-            outcomes = [_queued(message) for message in stored]
-        for (position, _, _), outcome in zip(accepted, outcomes, strict=True):
-            results[position] = outcome
-        if any(r["http_status"] == 202 for r in outcomes):
-            try:
-                async_to_sync(ring_worker)()
-            except Exception:  # stored all the same: the worker polls
-                logger.warning("worker bell not rung after a batch", exc_info=True)
-    rejected = sum(1 for r in results if r["http_status"] >= 400)
-    return ApiAnswer(
-        200, {"accepted": len(results) - rejected, "rejected": rejected, "results": results}
-    )
+            async_to_sync(ring_worker)()
+        except Exception:  # stored all the same: the worker polls
+            logger.warning("worker bell not rung after a batch", exc_info=True)
+    return outcomes
 
 
 def _queued(message: Message) -> dict:
@@ -276,7 +307,7 @@ def _store_alone(new: NewMessage, request_hash: str) -> dict:
     except IntegrityError:
         if new.idempotency_key:  # taken by a concurrent request meanwhile: replay it
             try:
-                answer = _replay_earlier(new.idempotency_key, request_hash)
+                answer = replay_earlier(new.idempotency_key, request_hash)
             except DatabaseError as exc:
                 return {"http_status": 503, "error": _store_unavailable(exc).body["error"]}
             if answer is not None:
@@ -290,56 +321,10 @@ def _store_alone(new: NewMessage, request_hash: str) -> dict:
     return _queued(message)
 
 
-def answer_for(message: Message, smsc_ids: list[str | None]) -> ApiAnswer:
-    """The /v1/send answer for a stored message and its parts' SMSC ids, in order."""
-    body = {
-        "message_id": smsc_ids[0] if smsc_ids and all(smsc_ids) else None,
-        "id": str(message.pk),
-        "status": message.state,
-        "parts": message.parts_count,
-        "encoding": message.encoding,
-        "message_ids": smsc_ids,
-    }
-    if message.ucs2_forced_by:
-        body["ucs2_forced_by"] = list(message.ucs2_forced_by)
-    if message.state == State.FAILED:
-        status = message.command_status or 0
-        # Status 0 on a failed message: the SMSC did not refuse it, the gateway could
-        # not go on with it (an SMSC id it cannot keep, a part it cannot encode); the
-        # reason is in the message's transitions, which this answer does not read.
-        error = (
-            status_text(status)
-            if status
-            else f"the message could not be sent; see /v1/messages/{message.pk} for why"
-        )
-        return ApiAnswer(
-            502,
-            {
-                "error": error,
-                "command_status": status,
-                "command_status_name": status_name(status),
-                **body,
-            },
-        )
-    if body["message_id"] is None:
-        return ApiAnswer(202, body)
-    return ApiAnswer(200, body)
-
-
 def _current_answer(message_id: int) -> ApiAnswer:
     """The /v1/send answer for a stored message, as things stand now (reads the store)."""
     message = Message.objects.get(pk=message_id)
-    return answer_for(message, _smsc_ids(message))
-
-
-def _smsc_ids(message: Message) -> list[str | None]:
-    return list(message.parts.order_by("index").values_list("smsc_id", flat=True))
-
-
-def _replay_earlier(idempotency_key: str, request_hash: str) -> ApiAnswer | None:
-    """The answer to an earlier request with this Idempotency-Key, if there was one."""
-    earlier = Message.objects.filter(idempotency_key=idempotency_key).first()
-    return None if earlier is None else _replay(earlier, request_hash)
+    return answer_for(message, smsc_ids_of(message))
 
 
 def _owner_id(api_key: ApiKey | None) -> int | None:
@@ -361,93 +346,3 @@ def _preview(split) -> dict:
 def _request_hash(data: dict) -> str:
     canonical = json.dumps({k: str(v) for k, v in data.items()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _replay(earlier: Message, request_hash: str) -> ApiAnswer:
-    if earlier.request_hash != request_hash:
-        return ApiAnswer(
-            409,
-            {
-                "error": "Idempotency-Key already used with a different request",
-                "id": str(earlier.pk),
-            },
-        )
-    return answer_for(earlier, _smsc_ids(earlier))
-
-
-# --- query -------------------------------------------------------------------------------
-
-
-def query(params: dict, api_key: ApiKey | None = None) -> ApiAnswer:
-    """The delivery state of a message, by the SMSC's id or ours.
-
-    With ``api_key``, only that key's messages exist: another key's is a 404.
-    """
-    smsc_id = str(params.get("message_id") or "").strip()
-    our_id = str(params.get("id") or "").strip()
-    if not smsc_id and not our_id:
-        return ApiAnswer(400, {"error": 'missing parameter "message_id": message id from send'})
-    for name, value in (("message_id", smsc_id), ("id", our_id)):
-        if len(value) > SMSC_ID_MAX_LENGTH:
-            error = f'invalid parameter "{name}": at most {SMSC_ID_MAX_LENGTH} characters'
-            return ApiAnswer(400, {"error": error})
-        if bad := _UNSTORABLE_CHARACTER.search(value):
-            error = f'invalid parameter "{name}": character U+{ord(bad.group()):04X} not allowed'
-            return ApiAnswer(400, {"error": error})
-    message = None
-    if our_id:
-        if not (our_id.isascii() and our_id.isdigit()) or int(our_id) > MAX_OUR_ID:
-            return ApiAnswer(404, {"error": f'message "{our_id}" not found'})
-        messages = Message.objects.filter(pk=int(our_id))
-        if api_key is not None:
-            messages = messages.filter(api_key=api_key)
-        message = messages.first()
-    else:
-        keys = match_keys(smsc_id)
-        parts = MessagePart.objects.filter(match_key__in=keys)
-        if api_key is not None:
-            parts = parts.filter(message__api_key=api_key)
-        # The id's own key before its reading in the other base (part_match_key_idx).
-        found = {p.match_key: p for p in reversed(list(parts.select_related("message")[:20]))}
-        part = next((found[key] for key in keys if key in found), None)
-        message = part.message if part else None
-    if message is None:
-        return ApiAnswer(404, {"error": f'message "{smsc_id or our_id}" not found'})
-    body = query_body(message)
-    first_id = body["message_ids"][0] if body["message_ids"] else None
-    if settings.SMPP_QUERY_SM and message.state not in FINAL_STATES and first_id:
-        # No final receipt yet: ask the SMSC itself (query_sm), as the old server did.
-        smsc = async_to_sync(ask_smsc)(
-            {
-                "message_id": first_id,
-                "src": message.src,
-                "src_ton": message.src_ton,
-                "src_npi": message.src_npi,
-            },
-            settings.SMPP_QUERY_TIMEOUT,
-        )
-        if smsc and "message_state" in smsc and smsc.get("command_status") == 0:
-            body["message_state"] = SMPP_STATE_NAMES.get(smsc["message_state"], "UNKNOWN")
-            body["final_date"] = smsc.get("final_date") or body["final_date"]
-            body["error_code"] = smsc.get("error_code") or body["error_code"]
-            body["source"] = "smsc"
-    return ApiAnswer(200, body)
-
-
-def query_body(message: Message) -> dict:
-    receipt = message.receipts.order_by("-id").first()
-    if receipt is not None and receipt.message_state and message.state not in FINAL_STATES:
-        state_name = SMPP_STATE_NAMES.get(receipt.message_state, "UNKNOWN")
-    else:
-        state_name = smpp_state_name(message.state, scheduled=message.schedule_at is not None)
-    final = receipt.done_date if receipt and receipt.done_date else message.final_at
-    return {
-        "message_state": state_name,
-        "final_date": final.isoformat() if final else "",
-        "error_code": message.error_code or (message.command_status or 0),
-        "id": str(message.pk),
-        "status": message.state,
-        "parts": message.parts_count,
-        "message_ids": [p.smsc_id for p in message.parts.order_by("index")],
-        "history": TransitionSerializer(message.transitions.all(), many=True).data,
-    }

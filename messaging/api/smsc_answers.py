@@ -19,11 +19,11 @@ import time
 from channels.layers import get_channel_layer
 from django.db.models import Prefetch
 
-from messaging.events import in_db_thread
+from messaging import settlement
 from messaging.health import any_worker_bound
 from messaging.models import Message, MessagePart
+from messaging.orm_thread import in_db_thread
 from messaging.per_event_loop import PerEventLoop
-from messaging.states import State
 from messaging.store import SmscAnswer
 
 logger = logging.getLogger(__name__)
@@ -35,13 +35,9 @@ EARLY_KEPT = 10_000  # past this many such ids, the old ones are forgotten
 
 
 def smsc_answered(message: Message) -> bool:
-    """Every part has had an answer: a state past submitting, or back in the queue
-    after an attempt (a retry later, so the request answers 202 now)."""
-    return all(
-        part.state not in (State.QUEUED, State.SUBMITTING)
-        or (part.state == State.QUEUED and part.attempts)
-        for part in message.parts.all()
-    )
+    """Whether the request waiting for ``message`` is answered now: the settlement
+    rule's ``answer_due`` (the one the worker's bell follows), read from its parts."""
+    return settlement.smsc_answered((part.state, part.attempts) for part in message.parts.all())
 
 
 def read_answers(message_ids: list[int]) -> list[SmscAnswer]:

@@ -11,7 +11,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from messaging.api import openapi, sending
+from messaging.api import openapi, querying, sending
+from messaging.api.answers import ApiAnswer
 from messaging.api.async_views import AsyncAPIView
 from messaging.api.authentication import QUERY_PARAMETER, ApiKeyProtected
 from messaging.api.send_times import InvalidTime, filter_moment
@@ -38,7 +39,7 @@ def request_params(request: Request) -> dict:
     return {k: v for k, v in params.items() if v is not None and v != ""}
 
 
-def as_response(answer: sending.ApiAnswer) -> Response:
+def as_response(answer: ApiAnswer) -> Response:
     return Response(answer.body, status=answer.status)
 
 
@@ -71,7 +72,7 @@ class QueryView(ApiKeyProtected, AsyncAPIView):
     """GET|HEAD /v1/query"""
 
     def get(self, request: Request) -> Response:
-        return as_response(sending.query(request_params(request), api_key=request.auth))
+        return as_response(querying.query(request_params(request), api_key=request.auth))
 
 
 class MessagePagination(PageNumberPagination):

@@ -38,17 +38,18 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messaging.api import json_input, sending
+from messaging.api import json_input, querying, sending
+from messaging.api.answers import ApiAnswer
 from messaging.api.throttling import check_rate, rate_limit_text
 from messaging.events import (
     EventCursor,
     InvalidParameter,
     event_data,
-    in_db_thread,
     parse_filter,
     parse_start,
 )
 from messaging.notify import EVENTS_GROUP, GROUP_RENEW_SECONDS, poll_interval
+from messaging.orm_thread import in_db_thread
 from messaging.streams.transport_flow import NO_FLOW, Flow, flow_for
 from messaging.streams.ws_auth import CLOSE_UNAUTHORIZED, KeyWatch, stop_watching, watch_key
 
@@ -84,14 +85,14 @@ def error_text(status: int, detail: str = "") -> str:
 
 
 async def _call_service(method: str, params: dict, api_key=None):
-    """Run a method of ``messaging.api.sending`` within ``api_key``'s rate limit, like
-    the HTTP API."""
+    """Run ``sending.send`` or ``querying.query`` within ``api_key``'s rate limit,
+    like the HTTP API."""
 
     if api_key is not None and await in_db_thread(check_rate)(api_key) is not None:
-        return sending.ApiAnswer(429, {"error": rate_limit_text(api_key)})
+        return ApiAnswer(429, {"error": rate_limit_text(api_key)})
     if method == "SM.Submit":
         return await sending.send(params, api_key=api_key)
-    return await in_db_thread(sending.query, executor=_rpc_executor)(params, api_key=api_key)
+    return await in_db_thread(querying.query, executor=_rpc_executor)(params, api_key=api_key)
 
 
 METHODS = ("SM.Submit", "SM.Query")
@@ -330,8 +331,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
                     if not self.flow.writable:  # it reads nothing: not even the close
                         self.flow.abort()
                     return
-            if events:
-                continue
+            if events or cursor.more:
+                continue  # more may be right behind, even after a page filtered out
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.bell.wait(), poll_interval())
             if loop.time() - joined_at > GROUP_RENEW_SECONDS:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -27,20 +27,21 @@ from django.views.decorators.http import require_GET
 
 from messaging.api.authentication import request_api_key, unauthorized
 from messaging.api_keys import KeyRejected, auth_required
+from messaging.event_payloads import link_payload_of
 from messaging.events import (
     EventCursor,
     EventFilter,
     InvalidParameter,
     format_sse,
     format_sse_named,
-    in_db_thread,
     parse_filter,
     parse_start,
 )
 from messaging.models import ApiKey
 from messaging.notify import EVENTS_GROUP, Doorbell, poll_interval
-from messaging.streams.transport_flow import NO_FLOW, SEND_SCOPE_KEY, flow_for
-from messaging.streams.ws_auth import stop_watching, watch_key
+from messaging.orm_thread import in_db_thread
+from messaging.streams.transport_flow import NO_FLOW, SEND_SCOPE_KEY, Flow, flow_for
+from messaging.streams.ws_auth import KeyWatch, stop_watching, watch_key
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,65 @@ CHUNK = 32 * 1024  # characters of SSE text handed to the server at a time
 
 def keepalive_interval() -> float:
     return settings.SSE_KEEPALIVE
+
+
+class _ClientPace:
+    """What one stream knows of its client: room in its buffer, its API key, and
+    when it was last written to (for the keep-alives)."""
+
+    def __init__(self, bell: Doorbell, flow: Flow, key_watch: KeyWatch | None) -> None:
+        self.bell = bell
+        self.flow = flow
+        self.key_watch = key_watch
+        self.stall_timeout = settings.STREAM_STALL_TIMEOUT
+        self.loop = asyncio.get_running_loop()
+        self.last_write = self.loop.time()
+
+    async def may_send(self) -> bool:
+        """Wait for room in the client's buffer; False: end the stream."""
+        if self.key_watch is not None and self.key_watch.revoked.is_set():
+            logger.info("SSE stream ended: its API key was revoked")
+            return False
+        if not self.flow.writable and not await self.flow.wait_writable(self.stall_timeout):
+            logger.info("SSE client dropped: it read nothing for %ss", self.stall_timeout)
+            self.flow.abort()
+            return False
+        return not self.flow.closed
+
+    def wrote(self) -> None:
+        self.last_write = self.loop.time()
+
+    def quiet(self) -> float:
+        """Seconds since the client was last written to."""
+        return self.loop.time() - self.last_write
+
+    def idle_lines(self) -> Iterator[str]:
+        """With no event to send: the link's changes, then a keep-alive once the
+        stream has been quiet for ``SSE_KEEPALIVE``."""
+        link_states = self.bell.link_states
+        while not link_states.empty():
+            yield format_sse_named("link", link_payload_of(link_states.get_nowait()))
+            self.wrote()
+        if self.quiet() >= keepalive_interval():
+            yield ": keep-alive\n\n"
+            self.wrote()
+
+    async def wait_for_news(self) -> None:
+        """Until a bell rings, the poll interval passes or a keep-alive is due."""
+        await self.bell.wait(min(poll_interval(), keepalive_interval() - self.quiet()))
+        await self.bell.renew()
+
+
+def in_chunks(pieces: list[str]) -> Iterator[str]:
+    """The events' SSE text joined in parts of about ``CHUNK`` characters."""
+    first = 0
+    while first < len(pieces):
+        end, size = first, 0
+        while end < len(pieces) and size < CHUNK:
+            size += len(pieces[end])
+            end += 1
+        yield "".join(pieces[first:end])
+        first = end
 
 
 async def event_stream(
@@ -74,9 +134,7 @@ async def event_stream(
     """
     groups = (EVENTS_GROUP, LINK_GROUP) if with_link else (EVENTS_GROUP,)
     bell = Doorbell(get_channel_layer(), groups)
-    loop = asyncio.get_running_loop()
     flow = NO_FLOW
-    stall_timeout = settings.STREAM_STALL_TIMEOUT
     key_watch = watch_key(api_key, bell.rang.set)
     try:
         # Listen before the first read, so nothing can ring unheard in between.
@@ -86,51 +144,22 @@ async def event_stream(
         read = in_db_thread(functools.partial(cursor.read, PAGE))
         yield f"retry: {RETRY_MS}\n\n"
         flow = flow_for(send)  # the response has started: its transport is there
-        last_write = loop.time()
-
-        async def may_send() -> bool:
-            """Wait for room in the client's buffer; False: end the stream."""
-            if key_watch is not None and key_watch.revoked.is_set():
-                logger.info("SSE stream ended: its API key was revoked")
-                return False
-            if not flow.writable and not await flow.wait_writable(stall_timeout):
-                logger.info("SSE client dropped: it read nothing for %ss", stall_timeout)
-                flow.abort()
-                return False
-            return not flow.closed
-
-        while True:
-            if not await may_send():
-                return
+        client = _ClientPace(bell, flow, key_watch)
+        while await client.may_send():
             pieces = [format_sse(event) for event in await read()]
+            if not pieces and cursor.more:
+                continue  # a page the filter kept nothing of: more is right behind
             if pieces:
-                # Sent in parts of about CHUNK characters, each when there is room.
-                first = 0
-                while first < len(pieces):
-                    end, size = first, 0
-                    while end < len(pieces) and size < CHUNK:
-                        size += len(pieces[end])
-                        end += 1
-                    if first and not await may_send():
+                # Sent in parts, each when there is room.
+                for index, chunk in enumerate(in_chunks(pieces)):
+                    if index and not await client.may_send():
                         return
-                    yield "".join(pieces[first:end])
-                    first = end
-                last_write = loop.time()
+                    yield chunk
+                client.wrote()
                 continue  # there may be more right behind
-            while not bell.link_states.empty():
-                message = bell.link_states.get_nowait()
-                yield format_sse_named(
-                    "link",
-                    {key: message.get(key) for key in ("worker_id", "state", "detail")},
-                )
-                last_write = loop.time()
-            quiet = loop.time() - last_write
-            if quiet >= keepalive_interval():
-                yield ": keep-alive\n\n"
-                last_write = loop.time()
-                quiet = 0.0
-            await bell.wait(min(poll_interval(), keepalive_interval() - quiet))
-            await bell.renew()
+            for line in client.idle_lines():
+                yield line
+            await client.wait_for_news()
     finally:
         # Reached on disconnect (Django cancels the response and closes us), and
         # before the response ends: Twisted wants its producer gone by then.

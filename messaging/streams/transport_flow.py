@@ -15,28 +15,15 @@ transport stops reading its socket while it is paused itself
 streams wait for it to be writable before they produce more, and the JSON-RPC
 socket stops reading while it cannot answer.
 
-What is *not* public is how an application reaches daphne's protocol object:
-daphne hands every application ``send = functools.partial(Server.handle_reply,
-protocol)``, where ``protocol`` is a ``twisted.web.http.Request`` (HTTP) or an
-autobahn ``WebSocketServerProtocol``; and a WebSocket protocol puts every frame
-it reads into ``protocol.application_queue``, an unbounded ``asyncio.Queue``
-(a client sending faster than the consumer takes its frames grew the server by
-100 MB in tests/test_backpressure.py), whose length is read here to pause
-reading. Those two facts are used here and nowhere else, only on the daphne
-versions they were read on (``SUPPORTED_DAPHNE``); tests/test_backpressure.py
-fails when the installed daphne is another one or no longer has that shape.
-Measured reason (tests/test_backpressure.py, before -> after this module):
-30 silent SSE replays and one JSON-RPC flood grew the server by hundreds of
-megabytes and by 100 MB; with it, by a few MB (figures in docs/security.md).
-
-Two more details of daphne are handled here:
-
-- A WebSocket starts as an HTTP request; daphne hands the TCP transport to the
-  WebSocket protocol but leaves the HTTP channel registered as the transport's
-  producer, so it is unregistered first (autobahn's public
-  ``unregisterProducer``), as daphne #170 describes.
-- Over TLS, Twisted's HTTP channel registers with no producer (the TLS wrapper
-  is not one), so an SSE flow registers with the TLS transport itself.
+What is *not* public is how an application reaches daphne's protocol object
+(the transport behind it, and the WebSocket protocol's unbounded queue of
+frames read, whose length pauses reading): ``upstream.daphne`` does that, on
+the daphne versions it was written for (``SUPPORTED_DAPHNE``), and
+tests/test_upstream_daphne.py and tests/test_backpressure.py fail when daphne
+changes under it. Measured reason (tests/test_backpressure.py, before -> after
+this module): 30 silent SSE replays and one JSON-RPC flood grew the server by
+hundreds of megabytes and by 100 MB; with it, by a few MB (figures in
+docs/security.md).
 
 Anywhere else (another ASGI server, Channels' in-process test communicator, an
 unknown daphne) ``flow_for`` gives ``NO_FLOW``, always writable: the streams
@@ -47,19 +34,17 @@ socket, the JSON-RPC in-flight cap) but cannot see the client's buffer.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
+
+from upstream.daphne import DAPHNE_VERSIONS, protocol_behind, register_producer
 
 logger = logging.getLogger(__name__)
 
-# daphne versions whose ``send`` is ``partial(Server.handle_reply, protocol)``
-# (read in daphne 4.2.3's server.py, ``create_application``).
-SUPPORTED_DAPHNE = ("4.1", "4.2")
+# daphne versions whose ``send`` is ``partial(Server.handle_reply, protocol)``.
+SUPPORTED_DAPHNE = DAPHNE_VERSIONS
 # Where StreamSendMiddleware puts the server's send callable for HTTP views.
 SEND_SCOPE_KEY = "smsapi.send"
 # WebSocket messages daphne may hold read but not yet taken by the consumer
@@ -228,78 +213,20 @@ def _reading_side(transport: Any) -> Any:
     return None
 
 
-@functools.cache
-def daphne_supported() -> bool:
-    """Whether the installed daphne is one whose ``send`` shape was checked."""
-    try:
-        version = metadata.version("daphne")
-    except metadata.PackageNotFoundError:
-        return False
-    supported = version.startswith(tuple(f"{v}." for v in SUPPORTED_DAPHNE))
-    if not supported:
-        logger.warning(
-            "daphne %s is not one of %s: streams run without back-pressure "
-            "(messaging.streams.transport_flow)",
-            version,
-            ", ".join(SUPPORTED_DAPHNE),
-        )
-    return supported
-
-
-def daphne_protocol(send: Any) -> Any | None:
-    """daphne's protocol object behind an ASGI ``send``, or None (the private part)."""
-    if not isinstance(send, functools.partial) or len(send.args) != 1:
-        return None
-    if getattr(send.func, "__name__", "") != "handle_reply" or not daphne_supported():
-        return None
-    # Imported only when daphne runs: importing daphne.server installs a reactor.
-    server = sys.modules.get("daphne.server")
-    if server is None or not isinstance(getattr(send.func, "__self__", None), server.Server):
-        return None
-    return send.args[0]
-
-
 def flow_for(send: Any) -> Flow:
     """The flow of the connection behind ``send``, registered with its transport;
     ``NO_FLOW`` when the server gives no way to it. Call ``release`` when done."""
-    protocol = daphne_protocol(send)
+    protocol = protocol_behind(send)
     if protocol is None:
         return NO_FLOW
     try:
-        return _register(protocol)
+        registered = register_producer(protocol, TransportFlow)
     except Exception:  # a connection already closing, or a layout not foreseen
         logger.warning("no back-pressure for this connection", exc_info=True)
         return NO_FLOW
-
-
-def _register(protocol: Any) -> Flow:
-    from autobahn.twisted.websocket import WebSocketServerProtocol
-    from twisted.internet.interfaces import IPushProducer
-    from twisted.web.http import Request
-
-    transport = protocol.transport
-    if transport is None:
+    if registered is None:
         return NO_FLOW
-    if isinstance(protocol, WebSocketServerProtocol):
-        # daphne puts every frame it reads in this queue, without bound.
-        queue = getattr(protocol, "application_queue", None)
-        flow = TransportFlow(transport, queue.qsize if queue is not None else None)
-        # daphne left the HTTP channel registered on the upgraded transport.
-        protocol.unregisterProducer()
-        protocol.registerProducer(flow, True)
-        flow._unregister = protocol.unregisterProducer
-    elif isinstance(protocol, Request):
-        flow = TransportFlow(transport)
-        if IPushProducer.providedBy(transport):
-            # Plain TCP: the HTTP channel is the transport's producer and passes
-            # pause and resume on to the request's producer.
-            protocol.registerProducer(flow, True)
-            flow._unregister = protocol.unregisterProducer
-        else:  # TLS: the channel registered nothing; the TLS transport takes us
-            transport.registerProducer(flow, True)
-            flow._unregister = transport.unregisterProducer
-    else:
-        return NO_FLOW
+    flow, flow._unregister = registered
     return flow
 
 

@@ -28,8 +28,8 @@ from urllib.parse import parse_qs
 from django.conf import settings
 
 from messaging import api_keys
-from messaging.events import in_db_thread
 from messaging.models import ApiKey
+from messaging.orm_thread import in_db_thread
 from messaging.per_event_loop import PerEventLoop
 
 logger = logging.getLogger(__name__)

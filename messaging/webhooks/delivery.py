@@ -1,5 +1,9 @@
 """Webhooks: receipts, final states and incoming messages POSTed to the clients' URLs.
 
+This module is the sender's loop; each step has a module of its own in
+``messaging.webhooks``: ``planning``, ``attempts`` (claiming and recording),
+``posting``, and the address policy in ``targets`` and ``transport``.
+
 The sender is a service of its own (``WebhookSender``), never a step of the
 SMPP worker: a slow or dead receiver only delays its own deliveries. It runs in
 ``manage.py serve`` or as ``manage.py webhook_sender`` (any number of them on
@@ -12,9 +16,9 @@ PostgreSQL). Everything it does goes through the store:
    pushing its ``next_attempt_at`` past the longest a POST can take, so a
    sender that dies mid-POST leaves it to be tried again (at least once).
 3. *Post* concurrently (``WEBHOOK_CONCURRENCY`` at a time), signed with
-   HMAC-SHA256 (``sign``), only to addresses the policy allows (no loopback,
-   private... unless ``WEBHOOK_ALLOW_PRIVATE``: ``webhook_targets``, enforced
-   on the address connected to by ``webhook_transport``), and *record* every
+   HMAC-SHA256 (``posting.sign``), only to addresses the policy allows (no
+   loopback, private... unless ``WEBHOOK_ALLOW_PRIVATE``: ``targets``, enforced
+   on the address connected to by ``transport``), and *record* every
    attempt; a failure is tried again after ``WEBHOOK_BACKOFF`` until
    ``WEBHOOK_MAX_ATTEMPTS`` (a refused literal address fails at once).
 
@@ -28,55 +32,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import sqlite3
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import httpx
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import (
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connections,
-    transaction,
-)
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
-from messaging.events import EventCursor, event_json
-from messaging.models import ApiKey, Event, Message, WebhookAttempt, WebhookCursor, WebhookDelivery
+from messaging.models import WebhookDelivery
 from messaging.notify import EVENTS_GROUP, Doorbell
-from messaging.states import FINAL_STATES
-from messaging.store.sql import Sql
-from messaging.url_secrets import loggable_url, redact_url
-from messaging.webhooks.targets import (
-    DestinationRefused,
-    InvalidCallbackURL,
-    clean_callback_url,
-    private_allowed,
-)
+from messaging.orm_thread import DatabaseThread
+from messaging.url_secrets import loggable_url
+from messaging.webhooks.attempts import AttemptResult, Outgoing, claim_due, record_results
+from messaging.webhooks.planning import Planner
+from messaging.webhooks.posting import post
+from messaging.webhooks.targets import InvalidCallbackURL, clean_callback_url, private_allowed
 from messaging.webhooks.transport import GuardedTransport
 
 logger = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-SMSAPI-Signature"
-EVENT_ID_HEADER = "X-SMSAPI-Event-Id"
-USER_AGENT = "smsapi-webhooks/1"
-CURSOR_NAME = "webhooks"  # the WebhookCursor row (made by the migration)
-EXCERPT_BYTES = 500  # of the receiver's answer, kept with the attempt
 LEASE_MARGIN = 30.0  # seconds a claim outlives the POST timeout
 
 
 def _store_outages() -> tuple[type[Exception], ...]:
     """What a store outage raises (database down, locked, pool exhausted): Django's
-    errors, and the drivers' own from the raw cursors of ``store_sql``."""
+    errors, and the drivers' own from the raw cursors of ``messaging.store.backends``."""
     outages: list[type[Exception]] = [
         OperationalError,
         InterfaceError,
@@ -93,320 +77,6 @@ def _store_outages() -> tuple[type[Exception], ...]:
 # The sender waits these out and tries again; anything else out of a round is a
 # bug: logged with its traceback, and raised from run().
 STORE_OUTAGES = _store_outages()
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``X-SMSAPI-Signature`` value: ``t=<ts>,v1=<hex HMAC-SHA256 of "<ts>.<body>">``.
-
-    The timestamp is signed with the body so that a receiver can refuse an old
-    request played again (docs/webhooks.md shows the check).
-    """
-    signed = str(timestamp).encode("ascii") + b"." + body
-    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-# --- planning: events -> deliveries ------------------------------------------------------
-
-
-def _planning_sql(postgres: bool) -> dict[str, str]:
-    """The planner's statements: each round runs them all, and building them with
-    the ORM cost more than running them (a round, ~65 events under load, took
-    2-5 ms of CPU, nearly all of it in Django's query compiler)."""
-    event, message, key = (m._meta.db_table for m in (Event, Message, ApiKey))
-    cursor = WebhookCursor._meta.db_table
-    state = "e.payload->>'state'" if postgres else "json_extract(e.payload, '$.state')"
-    final = ", ".join(f"'{value}'" for value in sorted(FINAL_STATES))
-    return {
-        "new_events": f"SELECT 1 FROM {event} WHERE id > COALESCE("
-        f"(SELECT last_event_id FROM {cursor} WHERE name = %s), -1) LIMIT 1",
-        "lock_cursor": f"SELECT id, last_event_id FROM {cursor} WHERE name = %s"
-        + (" FOR UPDATE" if postgres else ""),
-        "move_cursor": f"UPDATE {cursor} SET last_event_id = %s, updated_at = %s WHERE id = %s",
-        # Receipts and final status events of messages with a URL, every incoming message.
-        "webhook_events": f"SELECT e.id, e.type, m.callback_url, k.default_callback_url, "
-        f"m.api_key_id FROM {event} e "
-        f"LEFT JOIN {message} m ON m.id = e.message_id "
-        f"LEFT JOIN {key} k ON k.id = m.api_key_id "
-        f"WHERE e.id > %s AND e.id <= %s AND (e.type = '{Event.Type.MO}' OR ("
-        f"(m.callback_url <> '' OR k.default_callback_url <> '') AND (e.type = "
-        f"'{Event.Type.RECEIPT}' OR (e.type = '{Event.Type.STATUS}' AND {state} IN ({final})))"
-        f")) ORDER BY e.id",
-    }
-
-
-PLANNING_SQL = {postgres: _planning_sql(postgres) for postgres in (False, True)}
-
-
-def webhook_events(sql: Sql, after: int, upto: int) -> list[tuple[int, str, str, int | None]]:
-    """``(event id, type, url, api key id)`` of the events ``after < id <= upto``
-    that call for a webhook, in id order; for incoming messages url and key are
-    empty (they go to every receiving key: ``incoming_receivers``).
-
-    Receipts and final status events go to their message's ``callback_url``,
-    else its key's default; without either, nowhere. Most events call for
-    nothing, and the payloads are not read: reading every event whole was most
-    of the planner's time.
-    """
-    rows = sql.execute(PLANNING_SQL[sql.postgres]["webhook_events"], (after, upto))
-    return [
-        (pk, type_, "", None) if type_ == Event.Type.MO else (pk, type_, own or default, key_id)
-        for pk, type_, own, default, key_id in rows
-    ]
-
-
-def incoming_receivers() -> list[tuple[str, int | None]]:
-    """``(url, api key id)`` of everyone an incoming message is posted to."""
-    receivers: list[tuple[str, int | None]] = [
-        (url, key_id)
-        for key_id, url in ApiKey.objects.filter(receive_incoming=True, revoked_at__isnull=True)
-        .exclude(default_callback_url="")
-        .order_by("id")
-        .values_list("id", "default_callback_url")
-    ]
-    if settings.WEBHOOK_INCOMING_URL:
-        # Stored with each delivery: like a client's URL, never with an API key in it.
-        receivers.append((redact_url(settings.WEBHOOK_INCOMING_URL), None))
-    return receivers
-
-
-def plan_deliveries(sql: Sql, after: int, upto: int, now: datetime) -> list[WebhookDelivery]:
-    """The deliveries the events ``after < id <= upto`` call for (unsaved), in event order."""
-    events = webhook_events(sql, after, upto)
-    incoming = incoming_receivers() if any(e[1] == Event.Type.MO for e in events) else []
-    deliveries = []
-    for event_id, type_, url, key_id in events:
-        receivers = incoming if type_ == Event.Type.MO else [(url, key_id)]
-        deliveries.extend(
-            WebhookDelivery(
-                event_id=event_id, api_key_id=key_id, url=url, next_attempt_at=now, created_at=now
-            )
-            for url, key_id in receivers
-        )
-    return deliveries
-
-
-class Planner:
-    """Moves the shared cursor over the event log and creates the deliveries.
-
-    Keeps one ``EventCursor`` for its sender's life, so that a hole in the ids
-    (PostgreSQL: a transaction not yet committed) is waited for, as the live
-    streams do, rather than skipped. Synchronous: call it from a thread.
-    """
-
-    def __init__(self) -> None:
-        self.cursor: EventCursor | None = None
-
-    def plan(self, limit: int = 500) -> int:
-        """Plan the next events (up to ``limit``); returns how far the cursor moved
-        (in ids: ``limit`` or more when there may be more to read)."""
-        now = timezone.now()
-        with Sql() as sql:
-            statements = PLANNING_SQL[sql.postgres]
-            if not sql.execute(statements["new_events"], (CURSOR_NAME,)):
-                # Nothing new: no transaction (on SQLite each one takes the write lock).
-                return 0
-        with transaction.atomic(), Sql() as sql:
-            rows = sql.execute(statements["lock_cursor"], (CURSOR_NAME,))
-            if not rows:  # the migration makes it; if it is gone, start with new events
-                self.cursor = EventCursor(None)
-                WebhookCursor.objects.create(
-                    name=CURSOR_NAME, last_event_id=self.cursor.begin(), updated_at=now
-                )
-                return 0
-            pk, position = rows[0]
-            if self.cursor is None:
-                self.cursor = EventCursor(position)
-            else:  # another sender may have moved it on
-                self.cursor.position = position
-            after, upto = self.cursor.advance(limit)
-            if upto == position:
-                return 0
-            WebhookDelivery.objects.bulk_create(plan_deliveries(sql, after, upto, now))
-            sql.execute(statements["move_cursor"], (upto, sql.dt(now), pk))
-        return upto - after
-
-
-# --- claiming and recording ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One POST to make, with everything read from the store beforehand."""
-
-    delivery_id: int
-    url: str
-    event_id: int
-    event_type: str
-    message_id: int | None
-    body: bytes
-    secret: str
-    attempt: int  # 1 for the first try
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one POST came to."""
-
-    delivery_id: int
-    at: datetime
-    status_code: int | None = None
-    error: str = ""
-    duration_ms: int = 0
-    excerpt: str = ""
-    # No use trying again (a refused destination the URL names itself): failed at once.
-    final: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def claim_due(limit: int, lease_seconds: float) -> list[Outgoing]:
-    """Take up to ``limit`` due deliveries, oldest first, leased for ``lease_seconds``.
-
-    On PostgreSQL the rows are locked with SKIP LOCKED, so several senders
-    share the work; SQLite serialises writers, which has the same effect.
-    """
-    now = timezone.now()
-    due = WebhookDelivery.objects.filter(
-        state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now
-    )
-    if not due.exists():  # the usual case when idle: no transaction, no write lock
-        return []
-    with transaction.atomic():
-        ids = list(
-            due.select_for_update(skip_locked=True)
-            .order_by("next_attempt_at", "id")
-            .values_list("id", flat=True)[:limit]
-        )
-        if not ids:
-            return []
-        WebhookDelivery.objects.filter(id__in=ids).update(
-            next_attempt_at=now + timedelta(seconds=lease_seconds)
-        )
-        rows = list(
-            WebhookDelivery.objects.filter(id__in=ids)
-            .select_related("event", "api_key")
-            .order_by("id")
-        )
-    return [
-        Outgoing(
-            delivery_id=row.pk,
-            url=row.url,
-            event_id=row.event_id,
-            event_type=row.event.type,
-            message_id=row.event.message_id,
-            body=event_json(row.event).encode("utf-8"),
-            secret=row.api_key.webhook_secret if row.api_key else settings.WEBHOOK_SECRET,
-            attempt=row.attempts + 1,
-        )
-        for row in rows
-    ]
-
-
-def retry_delay(attempts: int, backoff: Sequence[float]) -> float:
-    """Seconds to wait after the ``attempts``-th failure (the last delay repeats)."""
-    return backoff[min(attempts, len(backoff)) - 1] if backoff else 0.0
-
-
-def record_results(
-    results: Sequence[AttemptResult], max_attempts: int, backoff: Sequence[float]
-) -> list[WebhookDelivery]:
-    """Keep every attempt and move each delivery on: delivered, failed for good, or
-    due again after its backoff. Returns the deliveries as they now are."""
-    if not results:
-        return []
-    with transaction.atomic():
-        deliveries = WebhookDelivery.objects.select_for_update().in_bulk(
-            [r.delivery_id for r in results]
-        )
-        attempts = []
-        changed = []
-        for result in results:
-            delivery = deliveries.get(result.delivery_id)
-            if delivery is None or delivery.state != WebhookDelivery.State.PENDING:
-                continue
-            delivery.attempts += 1
-            delivery.last_status = result.status_code
-            delivery.last_error = result.error[:200]
-            if result.ok:
-                delivery.state = WebhookDelivery.State.DELIVERED
-                delivery.delivered_at = result.at
-            elif result.final or delivery.attempts >= max_attempts:
-                delivery.state = WebhookDelivery.State.FAILED
-            else:
-                delivery.next_attempt_at = result.at + timedelta(
-                    seconds=retry_delay(delivery.attempts, backoff)
-                )
-            attempts.append(
-                WebhookAttempt(
-                    delivery=delivery,
-                    number=delivery.attempts,
-                    at=result.at,
-                    status_code=result.status_code,
-                    error=result.error[:200],
-                    duration_ms=result.duration_ms,
-                    response_excerpt=result.excerpt[:EXCERPT_BYTES],
-                )
-            )
-            changed.append(delivery)
-        WebhookAttempt.objects.bulk_create(attempts)
-        WebhookDelivery.objects.bulk_update(
-            changed,
-            ["attempts", "last_status", "last_error", "state", "delivered_at", "next_attempt_at"],
-        )
-    return changed
-
-
-# --- posting -------------------------------------------------------------------------------
-
-
-async def post(client: httpx.AsyncClient, outgoing: Outgoing, timeout: float) -> AttemptResult:
-    """POST one delivery; any answer or failure becomes an ``AttemptResult`` (never raises)."""
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        EVENT_ID_HEADER: str(outgoing.event_id),
-        "X-SMSAPI-Event-Type": outgoing.event_type,
-        "X-SMSAPI-Delivery-Attempt": str(outgoing.attempt),
-    }
-    if outgoing.secret:
-        headers[SIGNATURE_HEADER] = sign(outgoing.secret, outgoing.body, int(time.time()))
-    at = timezone.now()
-    started = time.monotonic()
-    status_code = None
-    error = ""
-    final = False
-    excerpt = b""
-    try:
-        # A total bound: httpx's timeout is per read, a trickling receiver could go on.
-        async with asyncio.timeout(timeout):
-            async with client.stream(
-                "POST", outgoing.url, content=outgoing.body, headers=headers
-            ) as response:
-                status_code = response.status_code
-                async for chunk in response.aiter_bytes():
-                    excerpt += chunk
-                    if len(excerpt) >= EXCERPT_BYTES:
-                        break
-    except TimeoutError:
-        error = f"no answer within {timeout:g} s"
-    except DestinationRefused as exc:  # the address policy: nothing was sent
-        error, final = str(exc), exc.permanent
-    except Exception as exc:  # connection refused, TLS, bad URL...: tried again later
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if status_code is not None and error:
-        error = ""  # the status came; only the (optional) body was cut short
-    return AttemptResult(
-        delivery_id=outgoing.delivery_id,
-        at=at,
-        status_code=status_code,
-        error=loggable_url(error),
-        duration_ms=int((time.monotonic() - started) * 1000),
-        excerpt=excerpt[:EXCERPT_BYTES].decode("utf-8", "replace"),
-        final=final,
-    )
 
 
 @dataclass(frozen=True)
@@ -454,7 +124,7 @@ class WebhookSender:
         self._tasks: set[asyncio.Task] = set()
         self._results: list[tuple[Outgoing, AttemptResult]] = []
         self._next_retry: datetime | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._db_thread: DatabaseThread | None = None
         self._task_failure: BaseException | None = None  # what killed a POST's task
 
     def stop(self) -> None:
@@ -463,23 +133,15 @@ class WebhookSender:
         self._wake.set()
 
     async def _db(self, func, *args):
-        """Run ORM code on the sender's own database thread."""
-
-        def call():
-            try:
-                return func(*args)
-            except Exception:
-                connections.close_all()  # a broken connection must not poison the next call
-                raise
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        """Run ORM code on the sender's own database thread (made by ``run``)."""
+        return await self._db_thread.run(func, *args)
 
     async def run(self) -> None:
         """Serve until ``stop()``. A store outage is waited out (logged once, then a
         line a round); anything else unexpected, out of a round or a POST's task, is
         logged with its traceback and raised from here, so that the process exits
         and its supervisor restarts it, rather than the sender dying silently."""
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="webhook-db")
+        self._db_thread = DatabaseThread("webhook-db")
         bell = Doorbell(get_channel_layer(), (EVENTS_GROUP,))
         await bell.start()
         limits = httpx.Limits(max_connections=self.config.concurrency)
@@ -501,9 +163,7 @@ class WebhookSender:
                     raise
         finally:
             await bell.stop()
-            with contextlib.suppress(Exception):
-                await self._db(connections.close_all)
-            self._executor.shutdown(wait=True)
+            await self._db_thread.aclose()
 
     def _check_incoming_url(self) -> None:
         """Say at start when ``WEBHOOK_INCOMING_URL`` breaks the rule for callback URLs

@@ -15,12 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from smpp.command_status import ESME_RTHROTTLED
 from smpp_gateway.simulator.id_styles import ID_STYLES
-
-# Statuses a fault can answer with (smpp.md: what a gateway must retry).
-ESME_RTHROTTLED = 0x58
-ESME_RMSGQFUL = 0x14
-ESME_RSYSERR = 0x08
 
 # message_state (SMPP 3.4 5.2.28) of each receipt stat the simulator can produce.
 STATE_BY_STAT: dict[str, int] = {
@@ -246,6 +242,30 @@ class SimulatorConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def rejects(self, destination: str) -> bool:
+        """Whether a submit to ``destination`` is refused (ESME_RINVDSTADR): empty,
+        ``rej...`` or ``reject_dst_prefix`` (see the package docstring)."""
+        prefix = self.reject_dst_prefix
+        return (
+            not destination
+            or destination.startswith("rej")
+            or bool(prefix and destination.startswith(prefix))
+        )
+
+    def receipt_stat_for(self, destination: str) -> str:
+        """The receipt stat for a destination (see the package docstring)."""
+        if self.receipt_stat:
+            return self.receipt_stat.upper()
+        if destination.startswith("undeliv") or (
+            self.undeliv_dst_prefix and destination.startswith(self.undeliv_dst_prefix)
+        ):
+            return "UNDELIV"
+        if destination.startswith("expire") or (
+            self.expire_dst_prefix and destination.startswith(self.expire_dst_prefix)
+        ):
+            return "EXPIRED"
+        return "DELIVRD"
 
 
 # Type of each field as the command line and JSON deliver it.

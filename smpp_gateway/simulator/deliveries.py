@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from smpp_gateway.simulator.records import SubmitRecord
-    from smpp_gateway.simulator.session import SMPPSession
+    from smpp_gateway.simulator.session import SMSCSession
 
 log = logging.getLogger("smpp_gateway.simulator")
 
@@ -109,7 +109,7 @@ class Outbox:
     def __init__(self, timers: Timers):
         self._timers = timers
         self._ready: dict[str, deque[Delivery]] = {}
-        self._receivers: dict[str, list[SMPPSession]] = {}
+        self._receivers: dict[str, list[SMSCSession]] = {}
         self._turn = itertools.count()
 
     def put(self, delivery: Delivery) -> None:
@@ -127,11 +127,11 @@ class Outbox:
         """Send again after ``delay`` (the client refused it or did not answer)."""
         self._timers.call_at(now + delay, self.put, delivery)
 
-    def add_receiver(self, session: SMPPSession) -> None:
+    def add_receiver(self, session: SMSCSession) -> None:
         self._receivers.setdefault(session.system_id, []).append(session)
         self.pump(session.system_id)
 
-    def remove_receiver(self, session: SMPPSession) -> None:
+    def remove_receiver(self, session: SMSCSession) -> None:
         sessions = self._receivers.get(session.system_id, [])
         if session in sessions:
             sessions.remove(session)

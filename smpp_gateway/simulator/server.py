@@ -1,4 +1,10 @@
-"""``SMSCSimulator``: the listening socket, message ids, the submit log, receipts and MO."""
+"""``SMSCSimulator``: the listening socket, message ids, the submit log, receipts and MO.
+
+One object per simulated SMSC (about 420 lines: its public face for tests and
+the control port is most of it); what stands alone lives beside it: the submit
+log (``submit_log``), the PDUs it sends (``smsc_pdus``), a connection
+(``session``, ``submits``, ``delivery_desk``) and what it owes (``deliveries``).
+"""
 
 from __future__ import annotations
 
@@ -9,34 +15,31 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
 from typing import Any
 
+from smpp.command_status import ESME_RALYBND, ESME_RINVPASWD, ESME_RINVSYSID
+from smpp.constants import (
+    RECEIPT_ALWAYS,
+    RECEIPT_ON_FAILURE,
+    REGISTERED_DELIVERY_RECEIPT,
+)
 from smpp.pdu import as_text
 from smpp_gateway.simulator.config import STATE_BY_STAT, SimulatorConfig
 from smpp_gateway.simulator.control import ControlServer
 from smpp_gateway.simulator.deliveries import JUNK, MO, RECEIPT, Delivery, Outbox, OwedFile, Timers
 from smpp_gateway.simulator.id_styles import message_ids
 from smpp_gateway.simulator.records import Stats, SubmitRecord
-from smpp_gateway.simulator.session import ESME_RALYBND, SMPPSession
-from smpp_gateway.simulator.texts import receipt_text, smpp_absolute_time, split_mo, user_text
-from smpp_gateway.simulator.wire import ADDRESS_MAX, data_sm, deliver_sm, truncated
+from smpp_gateway.simulator.session import SMSCSession
+from smpp_gateway.simulator.smsc_pdus import mo_pdus, receipt_pdu
+from smpp_gateway.simulator.submit_log import SubmitLog
+from smpp_gateway.simulator.texts import smpp_absolute_time, split_mo
+from smpp_gateway.simulator.wire import deliver_sm, truncated
 
 log = logging.getLogger("smpp_gateway.simulator")
 
-ESME_RINVPASWD = 0x0E
-ESME_RINVSYSID = 0x0F
-GSM_NETWORK = 3  # network_error_code's first octet: the error comes from a GSM network
 JUNK_SOURCE = "66600000"  # the source_addr of the deliver_sm cut short (truncated_deliver_rate)
 LONG_ID_PREFIX = "hostile-smsc-id-"  # message_id_length: ids share it, as cut ones would
 STOP_GRACE = 1.0  # seconds stop() waits for clients to answer our unbind
-
-
-def _ton_npi(address: str) -> tuple[int, int]:
-    """TON/NPI an SMSC would give an address: international number, else alphanumeric."""
-    if address.lstrip("+").isdigit():
-        return 1, 1
-    return 5, 0
 
 
 class SMSCSimulator:
@@ -53,13 +56,10 @@ class SMSCSimulator:
         self.random = random.Random(self.config.seed)
         self.port: int = self.config.port
         self.control_port: int | None = None
-        self.sessions: dict[int, SMPPSession] = {}
+        self.sessions: dict[int, SMSCSession] = {}
         self._session_ids = itertools.count(1)
         self._next_message_id = self.config.first_message_id
-        self._records: deque[SubmitRecord] = deque()
-        self._first_index = 0  # index of _records[0]: older records were dropped
-        self._by_id: dict[str, SubmitRecord] = {}
-        self._seen: dict[int, int] = {}  # content key -> how many records carry it
+        self._log = SubmitLog()
         self._concat_reference = self.random.randrange(0x10000)
         self._rate_second = -1
         self._rate_count = 0
@@ -88,7 +88,7 @@ class SMSCSimulator:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         self._server = await self._loop.create_server(
-            lambda: SMPPSession(self, next(self._session_ids)),
+            lambda: SMSCSession(self, next(self._session_ids)),
             self.config.host,
             self.config.port,
             ssl=tls,
@@ -184,7 +184,7 @@ class SMSCSimulator:
             deliveries_waiting=self._outbox.pending() if self._outbox else 0,
             deliveries_unanswered=sum(len(s.inflight) for s in self.sessions.values()),
             outstanding=sum(s.outstanding for s in self.sessions.values()),
-            records=len(self._records),
+            records=len(self._log),
             next_index=self.next_index,
         )
         return data
@@ -192,22 +192,20 @@ class SMSCSimulator:
     @property
     def next_index(self) -> int:
         """The ``index`` the next accepted submit will get."""
-        return self._first_index + len(self._records)
+        return self._log.next_index
 
     @property
     def submits(self) -> list[SubmitRecord]:
         """Accepted submits in arrival order (the last ``record_limit`` of them)."""
-        return list(self._records)
+        return self._log.all()
 
     def submits_since(self, index: int, limit: int | None = None) -> list[SubmitRecord]:
         """Accepted submits whose ``index`` is ``index`` or later."""
-        start = max(0, index - self._first_index)
-        stop = None if limit is None else start + limit
-        return list(itertools.islice(self._records, start, stop))
+        return self._log.since(index, limit)
 
     def find_submit(self, message_id: str) -> SubmitRecord | None:
         """The submit answered with ``message_id`` (in the form submit_sm_resp carried)."""
-        return self._by_id.get(message_id)
+        return self._log.find(message_id)
 
     def set_config(self, **changes: Any) -> SimulatorConfig:
         """Change settings at run time (validated); returns the new config.
@@ -229,10 +227,7 @@ class SMSCSimulator:
     def reset(self) -> None:
         """Forget counters and recorded submits (deliveries still pending are kept)."""
         self.counters = Stats()
-        self._first_index += len(self._records)
-        self._records.clear()
-        self._by_id.clear()
-        self._seen.clear()
+        self._log.clear()
 
     def unbind_all(self) -> int:
         """Send unbind to every bound session, as an SMSC going for maintenance does."""
@@ -260,46 +255,25 @@ class SMSCSimulator:
         parts = split_mo(text, encoding, split, reference)
         if out_of_order:
             parts.reverse()
-        address_limit = ADDRESS_MAX
-        if self.config.mo_source_addr_length:  # a source_addr longer than SMPP allows
-            src = src.ljust(self.config.mo_source_addr_length, "0")
-            address_limit = max(ADDRESS_MAX, len(src))
-        source_ton, source_npi = _ton_npi(src)
-        dest_ton, dest_npi = _ton_npi(dst)
         owner = system_id or self.config.system_id
-        for part in parts:
-            fields: dict[str, Any] = dict(
-                source_addr_ton=source_ton,
-                source_addr_npi=source_npi,
-                source_addr=src,
-                dest_addr_ton=dest_ton,
-                dest_addr_npi=dest_npi,
-                destination_addr=dst,
-                esm_class=part.esm_class,
-                data_coding=part.data_coding,
-                short_message=part.short_message,
-                address_limit=address_limit,
-                **part.sar,
-            )
-            if part.message_payload is not None:
-                fields["message_payload"] = part.message_payload
+        for pdu in mo_pdus(self.config, src, dst, parts):
             self.counters.mo_queued += 1
-            self.outbox.put(Delivery(MO, owner, self._incoming_pdu()(0, **fields)))
+            self.outbox.put(Delivery(MO, owner, pdu))
         return len(parts)
 
     # -- used by sessions --------------------------------------------------------------
 
-    def session_opened(self, session: SMPPSession) -> None:
+    def session_opened(self, session: SMSCSession) -> None:
         self.sessions[session.id] = session
 
-    def session_closed(self, session: SMPPSession) -> None:
+    def session_closed(self, session: SMSCSession) -> None:
         self.sessions.pop(session.id, None)
         self.counters.disconnects += 1
         if self._outbox is not None and session.system_id:
             self._outbox.remove_receiver(session)
             self._outbox.put_back(session.system_id, session.take_inflight())
 
-    def session_bound(self, session: SMPPSession) -> None:
+    def session_bound(self, session: SMSCSession) -> None:
         if session.can_receive:
             self.outbox.add_receiver(session)
 
@@ -326,47 +300,18 @@ class SMSCSimulator:
         if self._rate_count > self.counters.max_rate_seen:
             self.counters.max_rate_seen = self._rate_count
 
-    def is_rejected_destination(self, destination: str) -> bool:
-        prefix = self.config.reject_dst_prefix
-        return (
-            not destination
-            or destination.startswith("rej")
-            or bool(prefix and destination.startswith(prefix))
-        )
-
-    def accept_submit(self, session: SMPPSession, pdu: Any, destination: str) -> SubmitRecord:
+    def accept_submit(self, session: SMSCSession, pdu: Any, destination: str) -> SubmitRecord:
         """Give an accepted submit_sm its message id and log it."""
+        config = self.config
         number = self._next_message_id
         self._next_message_id += 1
-        if self.config.id_style:  # the receipt names it as the style says (id_styles)
-            id_str, receipt_id = message_ids(self.config.id_style, number)
-        else:
-            id_str = format(number, "x") if self.config.hex_ids else str(number)
-            receipt_id = ""
-        if self.config.message_id_length:
-            # Longer than SMPP's 64, sharing a long prefix: cut, they would all be one id.
-            id_str = LONG_ID_PREFIX.ljust(self.config.message_id_length - len(id_str), "x") + id_str
-            if receipt_id:
-                length = self.config.message_id_length - len(receipt_id)
-                receipt_id = LONG_ID_PREFIX.ljust(length, "x") + receipt_id
-        short_message = pdu.short_message or b""
-        payload = pdu.message_payload
-        key = hash(
-            (
-                destination,
-                short_message,
-                payload,
-                pdu.sar_msg_ref_num,
-                pdu.sar_total_segments,
-                pdu.sar_segment_seqnum,
-            )
-        )
-        seen = self._seen.get(key, 0)
-        self._seen[key] = seen + 1
-        if seen:
-            self.counters.duplicates += 1
+        if config.id_style or config.message_id_length:
+            id_str, receipt_id = self._styled_ids(number)
+        else:  # the usual case, without a call
+            id_str, receipt_id = format(number, "x") if config.hex_ids else str(number), ""
+        submit_log = self._log
         record = SubmitRecord(
-            index=self.next_index,
+            index=submit_log.next_index,
             message_id=number,
             id_str=id_str,
             receipt_id=receipt_id,
@@ -381,31 +326,37 @@ class SMSCSimulator:
             esm_class=pdu.esm_class or 0,
             data_coding=pdu.data_coding or 0,
             registered_delivery=pdu.registered_delivery or 0,
-            short_message=short_message,
-            message_payload=payload,
+            short_message=pdu.short_message or b"",
+            message_payload=pdu.message_payload,
             sar_msg_ref_num=pdu.sar_msg_ref_num,
             sar_total_segments=pdu.sar_total_segments,
             sar_segment_seqnum=pdu.sar_segment_seqnum,
             received_at=time.time(),
-            duplicate=bool(seen),
-            dup_key=key,
+            duplicate=False,  # both set by the log
+            dup_key=0,
         )
         self.counters.accepted += 1
-        self._records.append(record)
-        self._by_id[record.id_str] = record
-        if len(self._records) > self.config.record_limit:
-            self._forget(self._records.popleft())
+        submit_log.add(record, config.record_limit)
+        if record.duplicate:
+            self.counters.duplicates += 1
         return record
 
-    def _forget(self, record: SubmitRecord) -> None:
-        self._first_index += 1
-        if self._by_id.get(record.id_str) is record:
-            del self._by_id[record.id_str]
-        left = self._seen.get(record.dup_key, 1) - 1
-        if left:
-            self._seen[record.dup_key] = left
+    def _styled_ids(self, number: int) -> tuple[str, str]:
+        """(the id submit_sm_resp carries, the id the receipt names or ""), for id_style
+        and message_id_length."""
+        config = self.config
+        if config.id_style:  # the receipt names it as the style says (id_styles)
+            id_str, receipt_id = message_ids(config.id_style, number)
         else:
-            self._seen.pop(record.dup_key, None)
+            id_str = format(number, "x") if config.hex_ids else str(number)
+            receipt_id = ""
+        if config.message_id_length:
+            # Longer than SMPP's 64, sharing a long prefix: cut, they would all be one id.
+            id_str = LONG_ID_PREFIX.ljust(config.message_id_length - len(id_str), "x") + id_str
+            if receipt_id:
+                length = config.message_id_length - len(receipt_id)
+                receipt_id = LONG_ID_PREFIX.ljust(length, "x") + receipt_id
+        return id_str, receipt_id
 
     def settle_at(self, record: SubmitRecord, due: float) -> None:
         """At loop time ``due`` the handset has the message (or not): see ``settle``."""
@@ -417,76 +368,26 @@ class SMSCSimulator:
         registered_delivery & 3: 1 = a receipt for every outcome, 2 = only for
         failures, 0 (and the reserved 3) = none.
         """
-        stat = self.outcome(record.destination_addr)
+        stat = self.config.receipt_stat_for(record.destination_addr)
         error = 0 if stat == "DELIVRD" else 1
         record.message_state = STATE_BY_STAT[stat]
         record.error_code = error
         record.final_at = time.time()
-        wanted = record.registered_delivery & 0x03
-        if wanted == 1 or (wanted == 2 and stat != "DELIVRD"):
+        wanted = record.registered_delivery & REGISTERED_DELIVERY_RECEIPT
+        if wanted == RECEIPT_ALWAYS or (wanted == RECEIPT_ON_FAILURE and stat != "DELIVRD"):
             self.counters.receipts_generated += 1
             record.receipt = "queued"
             rate = self.config.truncated_deliver_rate
             if rate and self.random.random() < rate:
                 self.outbox.put(Delivery(JUNK, record.system_id, self._truncated_pdu()))
-            pdu = self._receipt_pdu(record, stat, error)
+            pdu = receipt_pdu(self.config, record, stat, error)
             self.outbox.put(Delivery(RECEIPT, record.system_id, pdu, record))
-
-    def outcome(self, destination: str) -> str:
-        """The receipt stat for a destination (see the package docstring)."""
-        config = self.config
-        if config.receipt_stat:
-            return config.receipt_stat.upper()
-        if destination.startswith("undeliv") or (
-            config.undeliv_dst_prefix and destination.startswith(config.undeliv_dst_prefix)
-        ):
-            return "UNDELIV"
-        if destination.startswith("expire") or (
-            config.expire_dst_prefix and destination.startswith(config.expire_dst_prefix)
-        ):
-            return "EXPIRED"
-        return "DELIVRD"
 
     def _truncated_pdu(self) -> bytes:
         """An incoming message whose body is cut short (one of two ways, in turn)."""
         self.counters.truncated_sent += 1
         pdu = deliver_sm(0, source_addr=JUNK_SOURCE, destination_addr="1", short_message=b"junk!")
         return truncated(pdu, self.counters.truncated_sent % 2)
-
-    def _receipt_pdu(self, record: SubmitRecord, stat: str, error: int) -> bytes:
-        """The receipt deliver_sm, from the handset (the submit's destination) to its source."""
-        config = self.config
-        fields: dict[str, Any] = dict(
-            source_addr_ton=record.dest_addr_ton,
-            source_addr_npi=record.dest_addr_npi,
-            source_addr=record.destination_addr,
-            dest_addr_ton=record.source_addr_ton,
-            dest_addr_npi=record.source_addr_npi,
-            destination_addr=record.source_addr,
-            esm_class=0x04,
-        )
-        if config.receipt_text:
-            text = user_text(record.text_octets, record.esm_class, record.data_coding)
-            fields["short_message"] = receipt_text(
-                record.receipt_id or record.message_id,
-                stat,
-                error,
-                record.received_at,
-                record.final_at or 0.0,
-                text,
-            )
-            if config.receipt_nul:  # PostgreSQL's text cannot hold these
-                fields["short_message"] += b"\0\0nul\0"
-        if config.receipt_tlvs:
-            fields["receipted_message_id"] = record.receipt_id or record.id_str
-            fields["message_state"] = record.message_state
-            fields["network_error_code"] = bytes((GSM_NETWORK,)) + error.to_bytes(2, "big")
-        longest = max(len(record.id_str), len(record.receipt_id))
-        return self._incoming_pdu()(0, message_id_limit=max(64, longest), **fields)
-
-    def _incoming_pdu(self):  # noqa: ANN202
-        """What receipts and MO go out as: deliver_sm, or data_sm (``data_sm``)."""
-        return data_sm if self.config.data_sm else deliver_sm
 
     def final_date(self, record: SubmitRecord) -> str:
         """query_sm_resp's final_date: empty while the message is en route."""

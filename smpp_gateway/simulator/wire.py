@@ -14,32 +14,42 @@ from __future__ import annotations
 
 import struct
 
-HEADER = struct.Struct(">LLLL")
-SUBMIT_SM_RESP = 0x80000004
-DELIVER_SM = 0x00000005
-DATA_SM = 0x00000103
+from smpp.constants import (
+    ADDRESS_MAX,
+    DATA_SM,
+    DELIVER_SM,
+    MESSAGE_ID_MAX,
+    SHORT_MESSAGE_MAX,
+    SUBMIT_SM_RESP,
+    TLV_MESSAGE_PAYLOAD,
+    TLV_MESSAGE_STATE,
+    TLV_NETWORK_ERROR_CODE,
+    TLV_RECEIPTED_MESSAGE_ID,
+    TLV_SAR_MSG_REF_NUM,
+    TLV_SAR_SEGMENT_SEQNUM,
+    TLV_SAR_TOTAL_SEGMENTS,
+)
+from smpp.framing import pack_header
 
-TLV_SAR_MSG_REF_NUM = 0x020C
-TLV_SAR_TOTAL_SEGMENTS = 0x020E
-TLV_SAR_SEGMENT_SEQNUM = 0x020F
-TLV_MESSAGE_PAYLOAD = 0x0424
-TLV_NETWORK_ERROR_CODE = 0x0423
-TLV_MESSAGE_STATE = 0x0427
-TLV_RECEIPTED_MESSAGE_ID = 0x001E
-
-ADDRESS_MAX = 20  # octets of source_addr / destination_addr before the NUL
-MESSAGE_ID_MAX = 64
-SHORT_MESSAGE_MAX = 254
+__all__ = [
+    "SubmitFields",
+    "data_sm",
+    "deliver_sm",
+    "header_only",
+    "parse_submit_sm",
+    "submit_sm_resp",
+    "truncated",
+]
 
 
 def header_only(command_id: int, status: int, sequence: int) -> bytes:
     """A PDU without body: generic_nack, enquire_link(_resp), unbind(_resp), error responses."""
-    return HEADER.pack(16, command_id, status, sequence)
+    return pack_header(16, command_id, status, sequence)
 
 
 def submit_sm_resp(sequence: int, message_id: bytes) -> bytes:
     """A successful submit_sm_resp (an error response is ``header_only``, SMPP 3.4 4.4.2)."""
-    return HEADER.pack(17 + len(message_id), SUBMIT_SM_RESP, 0, sequence) + message_id + b"\0"
+    return pack_header(17 + len(message_id), SUBMIT_SM_RESP, 0, sequence) + message_id + b"\0"
 
 
 def _c_string(value: str, limit: int, name: str) -> bytes:
@@ -47,6 +57,49 @@ def _c_string(value: str, limit: int, name: str) -> bytes:
     if len(data) > limit:  # smpplib would cut it silently; we never send a cut address
         raise ValueError(f"{name} longer than {limit} octets: {value!r}")
     return data + b"\0"
+
+
+def _addresses(
+    source_addr: str,
+    destination_addr: str,
+    source_addr_ton: int,
+    source_addr_npi: int,
+    dest_addr_ton: int,
+    dest_addr_npi: int,
+    address_limit: int,
+) -> bytes:
+    """service_type (empty), then TON, NPI and address of the source and the destination."""
+    return b"".join(
+        (
+            b"\0",  # service_type
+            bytes((source_addr_ton, source_addr_npi)),
+            _c_string(source_addr, address_limit, "source_addr"),
+            bytes((dest_addr_ton, dest_addr_npi)),
+            _c_string(destination_addr, address_limit, "destination_addr"),
+        )
+    )
+
+
+def _sar_tlvs(reference: int | None, total: int | None, seqnum: int | None) -> list[bytes]:
+    """The three SAR TLVs (those given), in smpplib's order."""
+    tlvs = []
+    if reference is not None:
+        tlvs.append(struct.pack(">HHH", TLV_SAR_MSG_REF_NUM, 2, reference))
+    if total is not None:
+        tlvs.append(struct.pack(">HHB", TLV_SAR_TOTAL_SEGMENTS, 1, total))
+    if seqnum is not None:
+        tlvs.append(struct.pack(">HHB", TLV_SAR_SEGMENT_SEQNUM, 1, seqnum))
+    return tlvs
+
+
+def _octets_tlv(tag: int, value: bytes) -> bytes:
+    return struct.pack(">HH", tag, len(value)) + value
+
+
+def _receipted_message_id_tlv(message_id: str, limit: int) -> bytes:
+    return _octets_tlv(
+        TLV_RECEIPTED_MESSAGE_ID, _c_string(message_id, limit, "receipted_message_id")
+    )
 
 
 def deliver_sm(
@@ -79,39 +132,32 @@ def deliver_sm(
         raise ValueError("short_message longer than 254 octets: use message_payload")
     if short_message and message_payload:
         raise ValueError("short_message and message_payload exclude each other")
-    body = b"".join(
-        (
-            b"\0",  # service_type
-            bytes((source_addr_ton, source_addr_npi)),
-            _c_string(source_addr, address_limit, "source_addr"),
-            bytes((dest_addr_ton, dest_addr_npi)),
-            _c_string(destination_addr, address_limit, "destination_addr"),
-            # esm_class, protocol_id, priority_flag, schedule_delivery_time, validity_period,
-            # registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id
-            bytes((esm_class, 0, 0, 0, 0, 0, 0, data_coding, 0, len(short_message))),
-            short_message,
-        )
-    )
-    tlvs = []
-    if sar_msg_ref_num is not None:
-        tlvs.append(struct.pack(">HHH", TLV_SAR_MSG_REF_NUM, 2, sar_msg_ref_num))
-    if sar_total_segments is not None:
-        tlvs.append(struct.pack(">HHB", TLV_SAR_TOTAL_SEGMENTS, 1, sar_total_segments))
-    if sar_segment_seqnum is not None:
-        tlvs.append(struct.pack(">HHB", TLV_SAR_SEGMENT_SEQNUM, 1, sar_segment_seqnum))
+    parts = [
+        _addresses(
+            source_addr,
+            destination_addr,
+            source_addr_ton,
+            source_addr_npi,
+            dest_addr_ton,
+            dest_addr_npi,
+            address_limit,
+        ),
+        # esm_class, protocol_id, priority_flag, schedule_delivery_time, validity_period,
+        # registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id
+        bytes((esm_class, 0, 0, 0, 0, 0, 0, data_coding, 0, len(short_message))),
+        short_message,
+        *_sar_tlvs(sar_msg_ref_num, sar_total_segments, sar_segment_seqnum),
+    ]
     if message_payload:
-        tlvs.append(struct.pack(">HH", TLV_MESSAGE_PAYLOAD, len(message_payload)))
-        tlvs.append(message_payload)
+        parts.append(_octets_tlv(TLV_MESSAGE_PAYLOAD, message_payload))
     if network_error_code:
-        tlvs.append(struct.pack(">HH", TLV_NETWORK_ERROR_CODE, len(network_error_code)))
-        tlvs.append(network_error_code)
+        parts.append(_octets_tlv(TLV_NETWORK_ERROR_CODE, network_error_code))
     if message_state is not None:
-        tlvs.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
+        parts.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
     if receipted_message_id:
-        value = _c_string(receipted_message_id, message_id_limit, "receipted_message_id")
-        tlvs.append(struct.pack(">HH", TLV_RECEIPTED_MESSAGE_ID, len(value)) + value)
-    body += b"".join(tlvs)
-    return HEADER.pack(16 + len(body), DELIVER_SM, 0, sequence) + body
+        parts.append(_receipted_message_id_tlv(receipted_message_id, message_id_limit))
+    body = b"".join(parts)
+    return pack_header(16 + len(body), DELIVER_SM, 0, sequence) + body
 
 
 def data_sm(
@@ -141,35 +187,29 @@ def data_sm(
     if short_message and message_payload:
         raise ValueError("short_message and message_payload exclude each other")
     payload = message_payload or short_message
-    body = b"".join(
-        (
-            b"\0",  # service_type
-            bytes((source_addr_ton, source_addr_npi)),
-            _c_string(source_addr, address_limit, "source_addr"),
-            bytes((dest_addr_ton, dest_addr_npi)),
-            _c_string(destination_addr, address_limit, "destination_addr"),
-            bytes((esm_class, 0, data_coding)),  # esm_class, registered_delivery, data_coding
-        )
-    )
-    tlvs = []
-    if sar_msg_ref_num is not None:
-        tlvs.append(struct.pack(">HHH", TLV_SAR_MSG_REF_NUM, 2, sar_msg_ref_num))
-    if sar_total_segments is not None:
-        tlvs.append(struct.pack(">HHB", TLV_SAR_TOTAL_SEGMENTS, 1, sar_total_segments))
-    if sar_segment_seqnum is not None:
-        tlvs.append(struct.pack(">HHB", TLV_SAR_SEGMENT_SEQNUM, 1, sar_segment_seqnum))
+    parts = [
+        _addresses(
+            source_addr,
+            destination_addr,
+            source_addr_ton,
+            source_addr_npi,
+            dest_addr_ton,
+            dest_addr_npi,
+            address_limit,
+        ),
+        bytes((esm_class, 0, data_coding)),  # esm_class, registered_delivery, data_coding
+        *_sar_tlvs(sar_msg_ref_num, sar_total_segments, sar_segment_seqnum),
+    ]
     if payload:
-        tlvs.append(struct.pack(">HH", TLV_MESSAGE_PAYLOAD, len(payload)) + payload)
+        parts.append(_octets_tlv(TLV_MESSAGE_PAYLOAD, payload))
     if receipted_message_id:
-        value = _c_string(receipted_message_id, message_id_limit, "receipted_message_id")
-        tlvs.append(struct.pack(">HH", TLV_RECEIPTED_MESSAGE_ID, len(value)) + value)
+        parts.append(_receipted_message_id_tlv(receipted_message_id, message_id_limit))
     if message_state is not None:
-        tlvs.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
+        parts.append(struct.pack(">HHB", TLV_MESSAGE_STATE, 1, message_state))
     if network_error_code:
-        tlvs.append(struct.pack(">HH", TLV_NETWORK_ERROR_CODE, len(network_error_code)))
-        tlvs.append(network_error_code)
-    body += b"".join(tlvs)
-    return HEADER.pack(16 + len(body), DATA_SM, 0, sequence) + body
+        parts.append(_octets_tlv(TLV_NETWORK_ERROR_CODE, network_error_code))
+    body = b"".join(parts)
+    return pack_header(16 + len(body), DATA_SM, 0, sequence) + body
 
 
 def truncated(pdu: bytes, how: int) -> bytes:
@@ -180,7 +220,7 @@ def truncated(pdu: bytes, how: int) -> bytes:
         body = pdu[16:-3]
     else:
         body = pdu[16:] + struct.pack(">HH", TLV_MESSAGE_PAYLOAD, 200) + b"cut short!"
-    return HEADER.pack(16 + len(body), DELIVER_SM, 0, 0) + body
+    return pack_header(16 + len(body), DELIVER_SM, 0, 0) + body
 
 
 class SubmitFields:

@@ -34,6 +34,8 @@ import contextlib
 import errno
 import logging
 import sys
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import daphne.server  # noqa: F401 - installs the asyncio reactor before Twisted is used
 from daphne.access import AccessLogGenerator
@@ -44,6 +46,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError, ReactorNotRunning
+from twisted.internet.ssl import CertificateOptions
 
 from messaging.supervision import LongLivedTask, Supervisor
 from messaging.webhooks.delivery import WebhookSender
@@ -53,6 +56,9 @@ from smsapi.https import listen_https, tls_options
 from smsapi.management.commands.smpp_worker import hold_sqlite_worker_lock, worker_task
 from smsapi.management.commands.webhook_sender import sender_task
 from smsapi.startup_checks import warn_if_unsafe
+
+if TYPE_CHECKING:
+    from smpp_gateway.simulator import SMSCSimulator
 
 logger = logging.getLogger("smsapi.serve")
 
@@ -167,99 +173,20 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        from channels.routing import get_default_application
-
-        https = None
-        if options["https_cert"] or options["https_key"]:
-            if not (options["https_cert"] and options["https_key"]):
-                raise CommandError("HTTPS needs both a certificate and its key")
-            https = tls_options(
-                options["https_cert"], options["https_key"], options["https_client_ca"]
-            )
-        elif options["https_client_ca"] or options["no_http"]:
-            raise CommandError("HTTPS_CLIENT_CA and --no-http need HTTPS_CERT and HTTPS_KEY")
+        """Build what runs (simulator, worker, webhook sender, HTTP(S) server), in the
+        order each needs the one before, then run the reactor until a stop."""
+        https = https_options(options)
+        simulator = embedded_simulator(options["simulator"])
         lock = None
-        worker = None
-        simulator = None
-        if options["simulator"]:
-            from smpp_gateway.simulator import SimulatorConfig, SMSCSimulator
-
-            simulator = SMSCSimulator(
-                SimulatorConfig(
-                    host="127.0.0.1",
-                    port=options["simulator"],
-                    system_id=settings.SMPP_USER,
-                    password=settings.SMPP_PASSWD,
-                    # Receipts owed at Ctrl-C are sent on the next bind, as a real SMSC's are.
-                    owed_file=str(settings.DATA_DIR / "simulator-owed.json"),
-                )
-            )
-            from messaging.api import demo_simulator
-
-            demo_simulator.register(simulator)  # the dashboard's "simulate an incoming message"
-        if not options["no_worker"]:
-            if connection.vendor == "sqlite":
-                lock = hold_sqlite_worker_lock()
-            overrides = {}
-            if simulator is not None:
-                from dataclasses import replace
-
-                base = WorkerConfig.from_settings()
-                overrides["session"] = replace(
-                    base.session, host="127.0.0.1", port=options["simulator"]
-                )
-            worker = SMPPWorker(WorkerConfig.from_settings(**overrides))
+        if not options["no_worker"] and connection.vendor == "sqlite":
+            lock = hold_sqlite_worker_lock()  # before the worker exists: one per database
+        worker = None if options["no_worker"] else embedded_worker(options["simulator"])
         sender = None if options["no_webhooks"] else WebhookSender()
 
         supervisor = Supervisor("serve", on_failure=stop_reactor)
-        specs = []
-        if simulator is not None:
-            specs.append(
-                LongLivedTask(
-                    name="smsc-simulator",
-                    run=simulator_start(simulator, "127.0.0.1", options["simulator"]),
-                    may_end=True,
-                )
-            )
-            supervisor.add_cleanup(simulator.stop)  # after the worker has unbound
-        if worker is not None:
-            specs.append(worker_task(worker))
-        if sender is not None:
-            specs.append(sender_task(sender))
-
-        def start():
-            supervisor.start_all(specs)
-            if https is not None:
-                listen_https(server, options["https_port"], options["host"], https)
-
-        def shut_down():
-            if supervisor.failure is None:
-                supervisor.request_stop()  # SIGINT, SIGTERM: a clean stop
-            return defer.Deferred.fromFuture(asyncio.ensure_future(supervisor.stop_all()))
-
-        reactor.callWhenRunning(start)
-        reactor.addSystemEventTrigger("before", "shutdown", shut_down)
-        endpoints = build_endpoint_description_strings(host=options["host"], port=options["port"])
-        application = get_default_application()
-        access_log = None
-        # Daphne's access log, as ``daphne`` writes it by default; only with the
-        # api_key redaction in place (smsapi.daphne_requests), never without it.
-        if not options["no_access_log"]:
-            if redact_access_log():
-                access_log = AccessLogGenerator(FlushingStream())
-            else:
-                logger.warning("access log off: its api_key redaction cannot apply to this daphne")
-        server = SupervisedServer(
-            application=application,
-            endpoints=endpoints,
-            signal_handlers=True,
-            verbosity=0,
-            supervisor=supervisor,
-            port_variable="HTTP_PORT",
-            action_logger=access_log,
-        )
-        if options["no_http"]:
-            server.endpoints = []  # daphne wants one at construction; HTTPS is ours
+        tasks = long_lived_tasks(supervisor, simulator, options["simulator"], worker, sender)
+        server = http_server(options, supervisor)
+        start_with_reactor(supervisor, tasks, server, https, options)
         if https is not None:
             self.stdout.write(
                 f"SMS API listening on https://{options['host']}:{options['https_port']}/"
@@ -276,3 +203,128 @@ class Command(BaseCommand):
                 f"stopped because {supervisor.failure} (see the log above)",
                 returncode=supervisor.exit_code,
             )
+
+
+# --- the steps of ``serve``, in the order ``handle`` takes them ---------------------------
+
+
+def https_options(options: dict) -> CertificateOptions | None:
+    """The TLS options of the HTTPS listener, or None without HTTPS; refuses a half set-up."""
+    if options["https_cert"] or options["https_key"]:
+        if not (options["https_cert"] and options["https_key"]):
+            raise CommandError("HTTPS needs both a certificate and its key")
+        return tls_options(options["https_cert"], options["https_key"], options["https_client_ca"])
+    if options["https_client_ca"] or options["no_http"]:
+        raise CommandError("HTTPS_CLIENT_CA and --no-http need HTTPS_CERT and HTTPS_KEY")
+    return None
+
+
+def embedded_simulator(port: int | None) -> SMSCSimulator | None:
+    """The bundled SMSC simulator on ``port`` (``--simulator``), or None; the
+    dashboard's "simulate an incoming message" is wired to it."""
+    if not port:
+        return None
+    from messaging.api import demo_simulator
+    from smpp_gateway.simulator import SimulatorConfig, SMSCSimulator
+
+    simulator = SMSCSimulator(
+        SimulatorConfig(
+            host="127.0.0.1",
+            port=port,
+            system_id=settings.SMPP_USER,
+            password=settings.SMPP_PASSWD,
+            # Receipts owed at Ctrl-C are sent on the next bind, as a real SMSC's are.
+            owed_file=str(settings.DATA_DIR / "simulator-owed.json"),
+        )
+    )
+    demo_simulator.register(simulator)
+    return simulator
+
+
+def embedded_worker(simulator_port: int | None) -> SMPPWorker:
+    """The SMPP worker, bound to the embedded simulator when there is one."""
+    overrides = {}
+    if simulator_port:
+        base = WorkerConfig.from_settings()
+        overrides["session"] = replace(base.session, host="127.0.0.1", port=simulator_port)
+    return SMPPWorker(WorkerConfig.from_settings(**overrides))
+
+
+def long_lived_tasks(
+    supervisor: Supervisor,
+    simulator: SMSCSimulator | None,
+    simulator_port: int | None,
+    worker: SMPPWorker | None,
+    sender: WebhookSender | None,
+) -> list[LongLivedTask]:
+    """What the supervisor starts, in order: the simulator first (the worker binds
+    to it), stopped last (after the worker has unbound)."""
+    tasks = []
+    if simulator is not None:
+        tasks.append(
+            LongLivedTask(
+                name="smsc-simulator",
+                run=simulator_start(simulator, "127.0.0.1", simulator_port),
+                may_end=True,
+            )
+        )
+        supervisor.add_cleanup(simulator.stop)
+    if worker is not None:
+        tasks.append(worker_task(worker))
+    if sender is not None:
+        tasks.append(sender_task(sender))
+    return tasks
+
+
+def access_logger(enabled: bool) -> AccessLogGenerator | None:
+    """Daphne's access log, as ``daphne`` writes it by default; only with the
+    api_key redaction in place (smsapi.daphne_requests), never without it."""
+    if not enabled:
+        return None
+    if redact_access_log():
+        return AccessLogGenerator(FlushingStream())
+    logger.warning("access log off: its api_key redaction cannot apply to this daphne")
+    return None
+
+
+def http_server(options: dict, supervisor: Supervisor) -> SupervisedServer:
+    """Daphne serving the ASGI application on the HTTP endpoint (none with ``--no-http``)."""
+    from channels.routing import get_default_application
+
+    endpoints = build_endpoint_description_strings(host=options["host"], port=options["port"])
+    server = SupervisedServer(
+        application=get_default_application(),
+        endpoints=endpoints,
+        signal_handlers=True,
+        verbosity=0,
+        supervisor=supervisor,
+        port_variable="HTTP_PORT",
+        action_logger=access_logger(not options["no_access_log"]),
+    )
+    if options["no_http"]:
+        server.endpoints = []  # daphne wants one at construction; HTTPS is ours
+    return server
+
+
+def start_with_reactor(
+    supervisor: Supervisor,
+    tasks: list[LongLivedTask],
+    server: SupervisedServer,
+    https: CertificateOptions | None,
+    options: dict,
+) -> None:
+    """Once the reactor runs: the tasks, then the HTTPS listener. At its shutdown
+    (SIGINT, SIGTERM, a death): every task stopped, the worker first."""
+
+    def start() -> None:
+        supervisor.start_all(tasks)
+        if https is not None:
+            listen_https(server, options["https_port"], options["host"], https)
+
+    def shut_down():
+        if supervisor.failure is None:
+            supervisor.request_stop()  # SIGINT, SIGTERM: a clean stop
+        return defer.Deferred.fromFuture(asyncio.ensure_future(supervisor.stop_all()))
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", shut_down)

@@ -1,0 +1,71 @@
+"""What a worker is told: the session it binds and the pace it keeps (``WorkerConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from smpp.session import SessionConfig
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    session: SessionConfig
+    reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
+    claim_batch: int = 500  # most parts claimed at once, and kept ready ahead of the window
+    poll_interval: float = 0.5
+    flush_interval: float = 0.002
+    flush_batch: int = 2000  # most results written in one transaction
+    # How long an accepted submit's result may wait for its receipt, so that both
+    # are written together (one update of the part and message instead of two).
+    receipt_wait: float = 0.1
+    # Sent but not yet written (results held or pending), in windows: beyond, wait.
+    backlog_windows: int = 3
+    receipt_wait_max: int = 50_000  # results held at most (memory), beyond: written at once
+    maintenance_interval: float = 1.0
+    expire_interval: float = 5.0
+    default_alphabet: str = "gsm7"
+    reassembly_timeout: float = 60.0
+    lease_seconds: float = 60.0
+    max_rate: float | None = None
+    max_attempts: int = 10
+    # A session that refuses every submit (0x14, 0x58, 0x08, no answer...) for this
+    # long is reported stalled (not ready) and rebound; 0: never.
+    stall_rebind_after: float = 60.0
+    refusal_log_interval: float = 10.0  # seconds between two summaries of refusals, at least
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> WorkerConfig:
+        """The worker the settings describe; ``overrides`` replace single fields."""
+        host, _, port = (settings.SMPP_ADDR or "localhost:2775").rpartition(":")
+        session = SessionConfig(
+            host=host or "localhost",
+            port=int(port),
+            system_id=settings.SMPP_USER,
+            password=settings.SMPP_PASSWD,
+            system_type=settings.SMPP_SYSTEM_TYPE,
+            tls=settings.SMPP_TLS,
+            tls_insecure=settings.SMPP_TLS_INSECURE,
+            tls_ca=settings.SMPP_TLS_CA,
+            window=settings.SMPP_WINDOW,
+            response_timeout=settings.SMPP_RESPONSE_TIMEOUT,
+            enquire_link_interval=settings.SMPP_ENQUIRE_LINK_INTERVAL,
+            link_timeout=settings.SMPP_LINK_TIMEOUT,
+            write_buffer_limit=settings.SMPP_WRITE_BUFFER_LIMIT,
+            peer_request_rate=settings.SMPP_PEER_REQUEST_RATE,
+            max_unanswered_delivers=settings.SMPP_MAX_UNANSWERED_DELIVERS,
+        )
+        values = {
+            "session": session,
+            "reconnect_delays": tuple(settings.SMPP_RECONNECT_DELAYS),
+            "default_alphabet": settings.SMPP_DEFAULT_ALPHABET,
+            "reassembly_timeout": settings.SMS_INCOMING_REASSEMBLY_TIMEOUT,
+            "lease_seconds": max(settings.SMPP_LEASE_SECONDS, settings.SMPP_RESPONSE_TIMEOUT * 2),
+            "max_rate": settings.SMPP_MAX_RATE or None,
+            "max_attempts": settings.SMPP_MAX_ATTEMPTS,
+            "stall_rebind_after": settings.SMPP_STALL_REBIND_AFTER,
+        }
+        values.update(overrides)
+        return cls(**values)
