@@ -17,16 +17,15 @@ answers its own request errors as JSON.
 
 from __future__ import annotations
 
-import functools
 import logging
 import tempfile
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
-from django.db import close_old_connections
 from django.http import HttpResponse
 
+from messaging.orm_thread import connection_per_call
 from smsapi.middleware import api_error_for_exception, api_paths, error_response
 from upstream.django_asgi import ASGIHandlerWithoutRequestSignals, load_middleware_from
 
@@ -118,18 +117,7 @@ class ApiASGIHandler(ASGIHandlerWithoutRequestSignals):
         this handler does not send (see ``handle``).
         """
         view = super().make_view_atomic(view)
-        if iscoroutinefunction(view):
-            return view
-
-        @functools.wraps(view)
-        def with_own_connection(*args, **kwargs):
-            close_old_connections()
-            try:
-                return view(*args, **kwargs)
-            finally:
-                close_old_connections()
-
-        return with_own_connection
+        return view if iscoroutinefunction(view) else connection_per_call(view)
 
     def load_middleware(self, is_async: bool = False) -> None:
         load_middleware_from(self, settings.API_MIDDLEWARE, is_async)
