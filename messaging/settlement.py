@@ -2,8 +2,8 @@
 
 The store's batches of results, its ORM paths (leases, expiry), the operator's
 actions and the API's wait for the SMSC's answer all settle a message with
-``settle`` or ask ``answer_due``: none restates the rule. Pure: it reads tuples
-and returns what to write; applying it is the caller's job (one UPDATE per
+``settle`` or ask ``answer_due``: none restates the rule. Pure: it reads the
+parts' fields by name and returns what to write; applying it is the caller's job (one UPDATE per
 message in the ORM paths, rows in memory in the worker's batches).
 """
 
@@ -18,6 +18,16 @@ from messaging.states import State, check_message_transition, derive_message_sta
 
 # Still waiting for the SMSC: a request waiting for the answer is not told yet.
 _ON_ITS_WAY = (State.QUEUED, State.SUBMITTING)
+
+
+class PartFacts(Protocol):
+    """What settling reads of each part (the store's part rows, the ORM's named rows)."""
+
+    id: int
+    state: str
+    command_status: int | None
+    error_code: int | None
+    possibly_duplicated: bool
 
 
 class Answer(Protocol):
@@ -72,7 +82,7 @@ def settle(
     duplicated: bool,
     submitted_at: datetime | None,
     has_waiter: bool,
-    parts: Sequence[tuple],
+    parts: Sequence[PartFacts],
     outcomes_by_part: Mapping[int, Answer] | None,
     detail: str,
     now: datetime,
@@ -80,24 +90,23 @@ def settle(
     """A message's state and fields from its parts: the rule, in one place.
 
     ``state``, ``duplicated``, ``submitted_at``: the message's as stored;
-    ``parts``: (id, state, command_status, error_code, possibly_duplicated) in
-    index order (tuples: the worker settles thousands a second);
+    ``parts``: the message's parts in index order;
     ``outcomes_by_part``: this batch's submit outcomes, by part id. The move is
     checked against ``states.MESSAGE_TRANSITIONS``.
     """
-    new_state = derive_message_state(p[1] for p in parts)
-    dup = any(p[4] for p in parts)
-    answered = outcomes_by_part is not None and any(p[0] in outcomes_by_part for p in parts)
+    new_state = derive_message_state(p.state for p in parts)
+    dup = any(p.possibly_duplicated for p in parts)
+    answered = outcomes_by_part is not None and any(p.id in outcomes_by_part for p in parts)
     notify = has_waiter and answer_due(new_state, answered)
     if new_state == state and dup == duplicated:
         return Settled(new_state, {}, None, "", notify)
     if new_state != state:
         check_message_transition(state, new_state)
-    failing = next((p for p in parts if p[1] == State.FAILED), None)
+    failing = next((p for p in parts if p.state == State.FAILED), None)
     outcome = outcomes_by_part and next(
-        (outcomes_by_part[p[0]] for p in parts if p[0] in outcomes_by_part), None
+        (outcomes_by_part[p.id] for p in parts if p.id in outcomes_by_part), None
     )
-    status = failing[2] if failing else (outcome.command_status if outcome else None)
+    status = failing.command_status if failing else (outcome.command_status if outcome else None)
     note = detail or (outcome.detail if outcome else "")
     fields = {"state": new_state, "updated_at": now, "possibly_duplicated": dup}
     if is_final(state) and not is_final(new_state):
@@ -105,8 +114,8 @@ def settle(
         fields["final_at"] = None
         fields["command_status"] = None
     if failing:
-        fields["command_status"] = failing[2]
-    errors = [p[3] for p in parts if p[3]]
+        fields["command_status"] = failing.command_status
+    errors = [p.error_code for p in parts if p.error_code]
     if errors:
         fields["error_code"] = errors[0]
     if new_state == State.SUBMITTED and submitted_at is None:

@@ -49,8 +49,8 @@ from smsapi.daphne_requests import (  # noqa: E402
     skip_twisted_form_parsing,
 )
 from smsapi.gc_tuning import tune_garbage_collector  # noqa: E402
-from smsapi.handlers import ApiASGIHandler, PathDispatcher, api_paths  # noqa: E402
-from smsapi.middleware import WebSocketGuard  # noqa: E402
+from smsapi.handlers import ApiASGIHandler, PathDispatcher  # noqa: E402
+from smsapi.middleware import WebSocketGuard, api_paths  # noqa: E402
 
 # WebSockets carry no cookie, only an API key (when SMSAPI_AUTH=required), which
 # ApiKeyMiddleware checks before a consumer runs; WebSocketGuard first refuses a

@@ -26,10 +26,8 @@ from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.http import HttpResponse
 
 from messaging.orm_thread import connection_per_call
-from smsapi.middleware import api_error_for_exception, api_paths, error_response
+from smsapi.middleware import api_error_for_exception, error_response
 from upstream.django_asgi import ASGIHandlerWithoutRequestSignals, load_middleware_from
-
-__all__ = ["ApiASGIHandler", "PathDispatcher", "api_paths"]
 
 logger = logging.getLogger(__name__)
 

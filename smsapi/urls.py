@@ -15,8 +15,7 @@ from messaging.api.dashboard import favicon
 from messaging.api.health import HealthView, ReadinessView
 from messaging.api.metrics import MetricsView
 from messaging.streams.sse import sse_view
-from smsapi.handlers import api_paths
-from smsapi.middleware import api_error_for_exception, error_response
+from smsapi.middleware import api_error_for_exception, api_paths, error_response
 
 prefix = f"{settings.SMSAPI_PREFIX}/" if settings.SMSAPI_PREFIX else ""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import upstream
 from smpp_gateway.simulator import SimulatorConfig
 from smpp_gateway.simulator.thread import SimulatorThread
 from tests.live import database_url
@@ -110,3 +111,12 @@ def start_worker(tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in workers:
         worker.stop(signal.SIGKILL) if worker.process else None
+
+
+@pytest.fixture
+def another_version(monkeypatch):
+    """Every distribution reports a version nothing in upstream/ was written for."""
+    monkeypatch.setattr(upstream, "installed_version", lambda distribution: "99.0")
+    upstream._warn_once.cache_clear()
+    yield
+    upstream._warn_once.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 from hypothesis import given
@@ -220,8 +221,18 @@ part_rows = st.lists(
 )
 
 
+class Part(NamedTuple):
+    """What settling reads of a part (``settlement.PartFacts``)."""
+
+    id: int
+    state: str
+    command_status: int | None
+    error_code: int | None
+    possibly_duplicated: bool
+
+
 def _parts(rows):
-    return [(i, *row) for i, row in enumerate(rows, start=1)]
+    return [Part(i, *row) for i, row in enumerate(rows, start=1)]
 
 
 @given(part_rows, st.sampled_from(ALL), st.booleans(), st.booleans())
@@ -261,7 +272,7 @@ def test_settle_takes_the_note_and_status_from_the_first_outcome():
         command_status = 0x58
         detail = "throttled"
 
-    parts = [(1, Q, 0x58, None, False), (2, SUBMITTING, None, None, False)]
+    parts = [Part(1, Q, 0x58, None, False), Part(2, SUBMITTING, None, None, False)]
     result = settlement.settle(SUBMITTING, False, None, True, parts, {1: Outcome()}, "", NOW)
     assert (result.new_state, result.status, result.note) == (Q, 0x58, "throttled")
     assert result.notify  # back in the queue after an answer: the request answers now
@@ -273,7 +284,7 @@ def test_settle_takes_the_note_and_status_from_the_first_outcome():
 def test_settle_refuses_a_move_the_message_table_forbids():
     with pytest.raises(IllegalTransition):
         settlement.settle(
-            DELIVERED, False, EARLIER, False, [(1, Q, None, None, False)], None, "", NOW
+            DELIVERED, False, EARLIER, False, [Part(1, Q, None, None, False)], None, "", NOW
         )
 
 
@@ -282,7 +293,7 @@ def test_settle_refuses_a_move_the_message_table_forbids():
 def test_a_waiting_request_is_answered_once_the_smsc_has_answered(state, answered):
     expected = state not in (Q, SUBMITTING) or (state == Q and answered)
     assert settlement.answer_due(state, answered) == expected
-    parts = [(1, state, None, None, False)]
+    parts = [Part(1, state, None, None, False)]
     result = settlement.settle(
         state, False, None, True, parts, {1: None} if answered else None, "", NOW
     )
@@ -306,7 +317,7 @@ def test_the_poll_answers_whenever_every_part_has_an_answer(parts):
 def test_the_poll_and_the_bell_agree_on_a_retry_beside_a_part_in_flight():
     # Part 1 was refused for now (back in the queue after one attempt), part 2 is
     # still with the SMSC: the bell told the request to answer 202; so does the poll.
-    parts = [(1, Q, 0x58, None, False), (2, SUBMITTING, None, None, False)]
+    parts = [Part(1, Q, 0x58, None, False), Part(2, SUBMITTING, None, None, False)]
     bell = settlement.settle(SUBMITTING, False, None, True, parts, {1: None}, "", NOW)
     assert bell.notify
     assert settlement.smsc_answered([(Q, 1), (SUBMITTING, 1)])

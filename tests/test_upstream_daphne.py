@@ -13,19 +13,7 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
-import pytest
-
-import upstream
 from upstream import daphne
-
-
-@pytest.fixture
-def another_version(monkeypatch):
-    """Every distribution reports a version nothing here was written for."""
-    monkeypatch.setattr(upstream, "installed_version", lambda distribution: "99.0")
-    upstream._warn_once.cache_clear()
-    yield
-    upstream._warn_once.cache_clear()
 
 
 def _source(module: str) -> str:

@@ -17,7 +17,6 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.signals import request_started
 
-import upstream
 from smsapi.handlers import ApiASGIHandler
 from upstream import django_asgi
 
@@ -31,15 +30,6 @@ UPSTREAM_SOURCE = {
 
 def source_hash(func) -> str:
     return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:16]
-
-
-@pytest.fixture
-def another_version(monkeypatch):
-    """Every distribution reports a version nothing here was written for."""
-    monkeypatch.setattr(upstream, "installed_version", lambda distribution: "99.0")
-    upstream._warn_once.cache_clear()
-    yield
-    upstream._warn_once.cache_clear()
 
 
 async def get(app, path: str) -> tuple[int, dict[bytes, bytes]]:

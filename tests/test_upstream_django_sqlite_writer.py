@@ -15,22 +15,12 @@ from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.sqlite3 import base as sqlite_base
 
-import upstream
 from upstream import django_sqlite_writer
 from upstream.django_sqlite_writer import DatabaseWrapper, writer_queue
 
 sqlite_only = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="the writers' queue is SQLite's"
 )
-
-
-@pytest.fixture
-def another_version(monkeypatch):
-    """Every distribution reports a version nothing here was written for."""
-    monkeypatch.setattr(upstream, "installed_version", lambda distribution: "99.0")
-    upstream._warn_once.cache_clear()
-    yield
-    upstream._warn_once.cache_clear()
 
 
 def test_the_overridden_methods_are_still_where_django_starts_and_ends_transactions():

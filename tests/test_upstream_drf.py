@@ -34,15 +34,6 @@ def source_hash(func) -> str:
     return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:16]
 
 
-@pytest.fixture
-def another_version(monkeypatch):
-    """Every distribution reports a version nothing here was written for."""
-    monkeypatch.setattr(upstream, "installed_version", lambda distribution: "99.0")
-    upstream._warn_once.cache_clear()
-    yield
-    upstream._warn_once.cache_clear()
-
-
 def test_the_copied_code_is_still_drfs():
     """A new DRF: compare its ``dispatch`` and ``to_internal_value`` with the
     copies in upstream/drf.py, carry its changes over, then record the new hashes."""

@@ -15,7 +15,6 @@ from importlib import metadata
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-import upstream
 from messaging.store.backends import Sql
 from upstream import psycopg as upstream_psycopg
 
@@ -27,15 +26,6 @@ READS = {
     "2026-06-30 12:00:00-03:30": datetime(2026, 6, 30, 15, 30, tzinfo=UTC),
 }
 TIMESTAMPS = list(READS)
-
-
-@pytest.fixture
-def another_version(monkeypatch):
-    """Every distribution reports a version nothing here was written for."""
-    monkeypatch.setattr(upstream, "installed_version", lambda distribution: "99.0")
-    upstream._warn_once.cache_clear()
-    yield
-    upstream._warn_once.cache_clear()
 
 
 def test_the_installed_psycopg_is_one_it_was_written_for():

@@ -201,10 +201,7 @@ class _ResultBatch:
                 message.possibly_duplicated,
                 message.submitted_at,
                 bool(message.notify_channel),
-                [
-                    (p.id, p.state, p.command_status, p.error_code, p.possibly_duplicated)
-                    for p in message.parts
-                ],
+                message.parts,
                 outcomes_by_part,
                 "",
                 now,

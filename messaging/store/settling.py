@@ -35,10 +35,11 @@ def settle_messages(
         "error_code",
         "possibly_duplicated",
         "smsc_id",
+        named=True,
     )
-    by_message: dict[int, list[tuple]] = defaultdict(list)
+    by_message: dict[int, list] = defaultdict(list)
     for row in part_rows:
-        by_message[row[0]].append(row[1:])
+        by_message[row.message_id].append(row)
     messages = Message.objects.select_for_update().in_bulk(list(message_ids))
     moved = 0
     for message_id, rows in by_message.items():
@@ -69,6 +70,6 @@ def settle_messages(
             Message.objects.filter(pk=message_id).update(**fields)
         if result.notify:
             changes.notifications.waiters[message.notify_channel].append(
-                result.answer(message_id, message.command_status, [row[5] for row in rows])
+                result.answer(message_id, message.command_status, [row.smsc_id for row in rows])
             )
     return moved
