@@ -9,6 +9,7 @@ incoming messages go to the default URL of every key that receives them and to
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from django.conf import settings
@@ -24,19 +25,20 @@ from messaging.url_secrets import redact_url
 CURSOR_NAME = "webhooks"  # the WebhookCursor row (made by the migration)
 
 
-def _planning_sql(postgres: bool) -> dict[str, str]:
+@functools.cache
+def planning_sql(backend: type[Sql]) -> dict[str, str]:
     """The planner's statements: each round runs them all, and building them with
     the ORM cost more than running them (a round, ~65 events under load, took
     2-5 ms of CPU, nearly all of it in Django's query compiler)."""
     event, message, key = (m._meta.db_table for m in (Event, Message, ApiKey))
     cursor = WebhookCursor._meta.db_table
-    state = "e.payload->>'state'" if postgres else "json_extract(e.payload, '$.state')"
+    state = backend.json_text("e.payload", "state")
     final = ", ".join(f"'{value}'" for value in sorted(FINAL_STATES))
     return {
         "new_events": f"SELECT 1 FROM {event} WHERE id > COALESCE("
         f"(SELECT last_event_id FROM {cursor} WHERE name = %s), -1) LIMIT 1",
         "lock_cursor": f"SELECT id, last_event_id FROM {cursor} WHERE name = %s"
-        + (" FOR UPDATE" if postgres else ""),
+        + backend.for_update,
         "move_cursor": f"UPDATE {cursor} SET last_event_id = %s, updated_at = %s WHERE id = %s",
         # Receipts and final status events of messages with a URL, every incoming message.
         "webhook_events": f"SELECT e.id, e.type, m.callback_url, k.default_callback_url, "
@@ -50,9 +52,6 @@ def _planning_sql(postgres: bool) -> dict[str, str]:
     }
 
 
-PLANNING_SQL = {postgres: _planning_sql(postgres) for postgres in (False, True)}
-
-
 def webhook_events(sql: Sql, after: int, upto: int) -> list[tuple[int, str, str, int | None]]:
     """``(event id, type, url, api key id)`` of the events ``after < id <= upto``
     that call for a webhook, in id order; for incoming messages url and key are
@@ -63,7 +62,7 @@ def webhook_events(sql: Sql, after: int, upto: int) -> list[tuple[int, str, str,
     nothing, and the payloads are not read: reading every event whole was most
     of the planner's time.
     """
-    rows = sql.execute(PLANNING_SQL[sql.postgres]["webhook_events"], (after, upto))
+    rows = sql.execute(planning_sql(type(sql))["webhook_events"], (after, upto))
     return [
         (pk, type_, "", None) if type_ == Event.Type.MO else (pk, type_, own or default, key_id)
         for pk, type_, own, default, key_id in rows
@@ -117,7 +116,7 @@ class Planner:
         (in ids: ``limit`` or more when there may be more to read)."""
         now = timezone.now()
         with Sql() as sql:
-            statements = PLANNING_SQL[sql.postgres]
+            statements = planning_sql(type(sql))
             if not sql.execute(statements["new_events"], (CURSOR_NAME,)):
                 # Nothing new: no transaction (on SQLite each one takes the write lock).
                 return 0

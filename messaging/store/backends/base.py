@@ -59,7 +59,7 @@ class Sql:
     """
 
     vendor = ""
-    postgres = False  # PostgreSQL (webhooks' planning picks its statements by it)
+    postgres = False  # PostgreSQL
     mark = "%s"
     for_update = ""  # what locks the rows a SELECT reads until commit
     # How a datetime column's value goes to the database (None: as it is).
@@ -102,6 +102,11 @@ class Sql:
 
     def in_list(self, column: str, values: Sequence) -> tuple[str, list]:
         """``column IN (...)`` as SQL and parameters."""
+        raise NotImplementedError
+
+    @staticmethod
+    def json_text(column: str, key: str) -> str:
+        """SQL for the text at ``key`` of the JSON object in ``column``."""
         raise NotImplementedError
 
     def execute(self, sql: str, params: Sequence = ()) -> list[tuple]:

@@ -39,6 +39,10 @@ class DatabaseSql(Sql):
     def dt(self, value: datetime | None) -> datetime | None:
         return value  # psycopg adapts datetimes itself
 
+    @staticmethod
+    def json_text(column: str, key: str) -> str:
+        return f"{column}->>'{key}'"
+
     def in_list(self, column: str, values: Sequence) -> tuple[str, list]:
         return f"{column} = ANY(%s)", [list(values)]
 

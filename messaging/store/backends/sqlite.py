@@ -36,6 +36,10 @@ class DatabaseSql(Sql):
     def dt(self, value: datetime | None) -> str | None:
         return self.datetime_to_db(value)
 
+    @staticmethod
+    def json_text(column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
     def in_list(self, column: str, values: Sequence) -> tuple[str, list]:
         # "?" already: ``_qmarks`` leaves them as they are, and has no long list to rewrite.
         return f"{column} IN ({','.join(['?'] * len(values))})", list(values)
