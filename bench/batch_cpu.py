@@ -3,7 +3,7 @@
 Full bench runs move with the machine's speed, by half within an hour on some
 days, more than most changes do. The CPU this process spends validating and
 storing a batch moves much less, so it is how a change to the batch path is
-measured (docs/performance.md, seventh round on): run this in the old and the
+measured (docs/performance.md, "How to reproduce"): run this in the old and the
 new checkout one after the other, a few times, and compare the medians.
 
     .venv/bin/python bench/batch_cpu.py                     # SQLite, short texts

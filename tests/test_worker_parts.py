@@ -35,7 +35,7 @@ from smpp_gateway.worker.feeder import (
     stale,
     store_behind,
 )
-from smpp_gateway.worker.intake import DeliverIntake
+from smpp_gateway.worker.intake import IncomingDeliveries
 from smpp_gateway.worker.link import Link
 from smpp_gateway.worker.receipt_wait import ReceiptWait
 from smpp_gateway.worker.results import (
@@ -420,7 +420,7 @@ async def test_the_intake_queues_receipts_and_messages_with_their_session():
     pending = Pending()
     wait = ReceiptWait(pending, 10.0, 100)
     wait.hold(match_key("abc"), accepted(1, "abc"))
-    intake = DeliverIntake(link_with(session), pending, wait)
+    intake = IncomingDeliveries(link_with(session), pending, wait)
     intake.on_deliver(deliver_pdu(esm_class=4, short_message=b"id:abc stat:DELIVRD err:000"), 5)
     intake.on_deliver(deliver_pdu(), 6)
     ((item, sequence, on),) = pending.receipts
@@ -434,7 +434,7 @@ async def test_the_intake_queues_receipts_and_messages_with_their_session():
 async def test_a_deliver_sm_that_cannot_be_read_is_refused_for_good_at_once():
     session = FakeSession()
     pending = Pending()
-    intake = DeliverIntake(link_with(session), pending, ReceiptWait(pending, 1.0, 10))
+    intake = IncomingDeliveries(link_with(session), pending, ReceiptWait(pending, 1.0, 10))
     intake.on_deliver(deliver_pdu(source_addr=b"4" * 200), 9)  # longer than the store holds
     assert session.responses == [(9, RECEIVER_PERMANENT)]
     assert not pending

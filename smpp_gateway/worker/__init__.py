@@ -13,7 +13,7 @@ The parts, one job each (each testable with a fake session):
 - ``feeder``: what to claim and when to send it (``Feeder`` and its policies).
 - ``answers``: submit_sm_resp (or none in time) turned into results (``SubmitAnswers``).
 - ``receipt_wait``: accepted results waiting a moment for their receipt (``ReceiptWait``).
-- ``intake``: deliver_sm / data_sm taken in (``DeliverIntake``).
+- ``intake``: deliver_sm / data_sm taken in (``IncomingDeliveries``).
 - ``results``: what is pending, written in batches (``Pending``, ``ResultWriter``).
 - ``upkeep``: expiry, leases, heartbeat; /v1/query's questions.
 - ``lifecycle``: ``SMPPWorker``, which puts them together and runs them; its store work

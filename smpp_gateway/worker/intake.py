@@ -25,7 +25,7 @@ logger = logging.getLogger("smpp_gateway.worker")  # one logger for every part o
 _SEEN = ("source_addr", "destination_addr", "esm_class", "data_coding", "short_message")
 
 
-class DeliverIntake:
+class IncomingDeliveries:
     """The session's ``on_deliver``."""
 
     def __init__(self, link: Link, pending: Pending, receipt_wait: ReceiptWait) -> None:

@@ -3,7 +3,7 @@
 It owns one bind at a time (``Link``) and, while bound, runs the feeder (claims
 and submits), the result writer (batches to the store), the upkeep loop and the
 query answerer; the session calls back into ``SubmitAnswers`` and
-``DeliverIntake``. When the link goes, what was in flight is written as
+``IncomingDeliveries``. When the link goes, what was in flight is written as
 unknown and what was claimed but unsent goes back to the queue.
 """
 
@@ -27,7 +27,7 @@ from smpp.session import SMPPSession
 from smpp_gateway.worker.answers import SubmitAnswers
 from smpp_gateway.worker.config import WorkerConfig
 from smpp_gateway.worker.feeder import Feeder
-from smpp_gateway.worker.intake import DeliverIntake
+from smpp_gateway.worker.intake import IncomingDeliveries
 from smpp_gateway.worker.link import Link
 from smpp_gateway.worker.receipt_wait import ReceiptWait
 from smpp_gateway.worker.results import Pending, ResultWriter
@@ -61,7 +61,7 @@ class SMPPWorker:
         self.answers = SubmitAnswers(
             self.link, pending, self.receipt_wait, self.rate, self.refusals
         )
-        self.intake = DeliverIntake(self.link, pending, self.receipt_wait)
+        self.intake = IncomingDeliveries(self.link, pending, self.receipt_wait)
         self.feeder = Feeder(
             config, self.worker_id, self.claims, self.rate, pending, self.receipt_wait, self.results
         )
