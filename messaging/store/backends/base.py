@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import import_module
@@ -50,7 +51,7 @@ def backend_class(vendor: str) -> type[Sql]:
     return module.DatabaseSql
 
 
-class Sql:
+class Sql(ABC):
     """Statements on the default connection; use inside ``transaction.atomic()``.
 
     ``Sql()`` gives the implementation for the connection's database. Statements
@@ -96,55 +97,64 @@ class Sql:
 
     # --- what each database does its own way --------------------------------------------
 
+    @abstractmethod
     def dt(self, value: datetime | None) -> Any:
         """A datetime as this database stores it."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def in_list(self, column: str, values: Sequence) -> tuple[str, list]:
         """``column IN (...)`` as SQL and parameters."""
-        raise NotImplementedError
+        ...
 
     @staticmethod
+    @abstractmethod
     def json_text(column: str, key: str) -> str:
         """SQL for the text at ``key`` of the JSON object in ``column``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
         """A statement written as for Django's cursors ("%s"); its rows, if any."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def execute_marked(self, sql: str, params: Sequence = ()) -> list[tuple]:
         """``execute`` of a statement written with ``self.mark``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def update_rows(self, model: type, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
         """``UPDATE table SET columns... WHERE id = ...``; each row is (values..., id),
         values as Python has them (datetimes are converted here)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def insert(self, model: type, values: Sequence[dict]) -> None:
         """Insert rows of ``model`` given as {attribute: value} (defaults for the rest);
         ids are not returned (see ``last_id``)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def last_id(self, table: str) -> int:
         """The id this connection last gave a row of ``table`` (its highest so far)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def claim_due_parts(
         self, returning: Sequence[str], guard: str, claim: Sequence, due: Sequence
     ) -> list[tuple]:
         """Move up to a limit of the parts due, oldest first, to ``claim``'s values
         (state, worker, lease_until) with one try more; the ``returning`` columns
         of each. ``due``: ``guard``'s parameters, now, now, the limit."""
-        raise NotImplementedError
+        ...
 
     # --- what only some databases need (nothing to do by default) ---------------------
 
-    def use_indexes(self, ordered: bool = False) -> None:
+    def use_indexes(self, ordered: bool = False) -> None:  # noqa: B027 (a no-op by default)
         """Plan this transaction's statements on the indexes, whatever the statistics say."""
 
-    def serialize(self, key: int) -> None:
+    def serialize(self, key: int) -> None:  # noqa: B027 (a no-op by default)
         """Let one transaction at a time (of any process) past this point, until commit."""
 
     def pipeline(self) -> contextlib.AbstractContextManager:
