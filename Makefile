@@ -80,9 +80,12 @@ faults: install-dev
 # The performance figures of issue 7 (docs/performance.md): the service as processes,
 # embedded (SQLite) then PostgreSQL + Redis (as for `make test`); prints a table and
 # writes bench/results.json. wrk (Debian's package) is the HTTP load generator.
+# Then one message a request beside Kannel (issue 23; bench/per_message.py installs
+# Debian's kannel when missing): bench/results-per-message.json.
 bench: install-dev
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/run.py
+	$(PY) bench/per_message.py
 
 clean:
 	rm -rf $(VENV) data/*.sqlite3* test-output
