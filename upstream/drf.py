@@ -71,7 +71,9 @@ class AwaitedAPIView(APIView):
     sync_on_loop: frozenset[str] = frozenset({"options"})  # no store, no waiting
 
     def run_sync(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        raise NotImplementedError
+        """The subclass's hook (``messaging.api.async_views.AsyncAPIView`` gives
+        ``in_db_thread``): this module knows no thread policy of the project's."""
+        raise NotImplementedError("a subclass says how synchronous code runs")
 
     def initial_runs_on_loop(self) -> bool:
         """Whether ``initial`` (authentication, permissions, throttles) may run on

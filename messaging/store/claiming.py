@@ -100,7 +100,7 @@ def _read_messages(sql: Sql, message_ids: set[int]) -> dict[int, ClaimedMessage]
     """
     where, params = sql.in_list("id", sorted(message_ids))
     rows = sql.execute(f"SELECT {_MESSAGE_SELECT} FROM messaging_message WHERE {where}", params)
-    return {row[0]: ClaimedMessage._make(row) for row in rows}
+    return {message.id: message for message in map(ClaimedMessage._make, rows)}
 
 
 def _move_messages(sql: Sql, messages: dict[int, ClaimedMessage], now: datetime) -> None:
