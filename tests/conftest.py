@@ -23,14 +23,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_the_async_tests_connection(django_db_setup) -> Iterator[None]:
-    """Async tests run their ORM calls on asgiref's one sync thread; its connection
-    is never handed back, and PostgreSQL would not drop the test database while
-    it is open ("being accessed by other users"). Closed before the drop."""
+    """Async tests run their ORM calls on asgiref's one sync thread, and the API's
+    intake keeps its thread's connection; neither is handed back, and PostgreSQL
+    would not drop the test database while one is open ("being accessed by other
+    users"). Closed before the drop."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from messaging.api.intake import INTAKE_THREAD
+
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+    INTAKE_THREAD.submit(connections.close_all).result()
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ This module re-exports the names callers use.
 """
 
 from messaging.store.claiming import claim_parts
-from messaging.store.creation import create_messages
+from messaging.store.creation import HandOver, create_handed_over, create_messages
 from messaging.store.expiry import expire_overdue
 from messaging.store.incoming import assemble_stale_fragments, store_fragments
 from messaging.store.leases import requeue_abandoned
@@ -38,6 +38,7 @@ from messaging.store.types import (
 __all__ = [
     "ClaimedPart",
     "FragmentIn",
+    "HandOver",
     "NewMessage",
     "Notifications",
     "ReceiptIn",
@@ -47,6 +48,7 @@ __all__ = [
     "allocate_references",
     "assemble_stale_fragments",
     "claim_parts",
+    "create_handed_over",
     "create_messages",
     "expire_overdue",
     "record_results",

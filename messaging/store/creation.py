@@ -1,13 +1,21 @@
-"""Storing new messages (the API's sends) with their parts, as queued.
+"""Storing new messages (the API's sends) with their parts, as queued, or as
+claimed by a worker they are handed to at once.
 
 Three statements for the whole batch (messages, parts, transitions), not the
 ORM's compiled inserts: the batch API stores thousands a second.
+
+``create_handed_over`` stores messages already claimed, under the lease of the
+worker of the same process that takes them straight from the API
+(``messaging.handoff``): the rows the claim would write, written by the
+transaction that stores them, so neither a claim nor a read-back of what was
+just written stands between a request and its submit_sm.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -16,31 +24,138 @@ from messaging.models import Message, MessagePart, StateTransition
 from messaging.states import State
 from messaging.store.backends import ModelRows, Sql
 from messaging.store.references import take_references
-from messaging.store.types import NewMessage
+from messaging.store.types import ClaimedPart, NewMessage
 from sms.splitting import SplitResult, with_reference
 
 
 def create_messages(new_messages: Sequence[NewMessage]) -> list[Message]:
     """Store messages and their parts as queued; returns the saved messages."""
+    messages, _ = _create(new_messages, None)
+    return messages
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """Whose lease the parts handed over are stored under, and how many it takes."""
+
+    worker_id: str
+    lease_seconds: float
+    room: int  # parts at most; the messages past it are queued as usual
+
+
+def create_handed_over(
+    new_messages: Sequence[NewMessage], hand_over: HandOver
+) -> tuple[list[Message], list[ClaimedPart]]:
+    """Store messages; those due now are claimed for ``hand_over``'s worker, whole
+    messages in order while its room lasts, as ``claim_parts`` would have claimed
+    them. Returns the saved messages and the claimed parts."""
+    return _create(new_messages, hand_over)
+
+
+def _create(
+    new_messages: Sequence[NewMessage], hand_over: HandOver | None
+) -> tuple[list[Message], list[ClaimedPart]]:
     splits = _with_references(new_messages)
     with transaction.atomic(), Sql() as sql:
         now = timezone.now()
+        handed = _handed(new_messages, splits, hand_over, now)
+        handed_set = set(handed)
         table = sql.table(Message)
         values = [
-            _message_values(table, new, split, now)
-            for new, split in zip(new_messages, splits, strict=True)
+            _message_values(table, new, split, now, State.SUBMITTING if i in handed_set else None)
+            for i, (new, split) in enumerate(zip(new_messages, splits, strict=True))
         ]
         ids = sql.insert_returning_ids(table, [table.converted(v) for v in values])
         messages = [table.saved_instance(pk, v) for pk, v in zip(ids, values, strict=True)]
-        sql.insert(MessagePart, _parts(messages, splits, now))
+        queued = [i for i in range(len(messages)) if i not in handed_set]
         sql.insert(
-            StateTransition,
-            [
-                {"message_id": m.pk, "to_state": State.QUEUED, "at": now, "detail": "stored"}
-                for m in messages
-            ],
+            MessagePart, _parts([messages[i] for i in queued], [splits[i] for i in queued], now)
         )
-    return messages
+        claimed = []
+        if handed:
+            assert hand_over is not None
+            lease = (hand_over.worker_id, now + timedelta(seconds=hand_over.lease_seconds))
+            rows = _parts([messages[i] for i in handed], [splits[i] for i in handed], now, lease)
+            parts_table = sql.table(MessagePart)
+            part_ids = sql.insert_returning_ids(parts_table, [parts_table.row(r) for r in rows])
+            claimed = [
+                _claimed(part_id, row, new_messages[i], messages[i])
+                for part_id, row, i in zip(part_ids, rows, _owners(handed, splits), strict=True)
+            ]
+        sql.insert(StateTransition, _transitions(messages, handed, now))
+    return messages, claimed
+
+
+def _handed(
+    new_messages: Sequence[NewMessage],
+    splits: Sequence[SplitResult],
+    hand_over: HandOver | None,
+    now: datetime,
+) -> list[int]:
+    """The positions of the messages handed over: due now, still valid, whole, in
+    order while the room lasts (what the claim would take)."""
+    if hand_over is None:
+        return []
+    handed, room = [], hand_over.room
+    for i, (new, split) in enumerate(zip(new_messages, splits, strict=True)):
+        if new.schedule_at is not None and new.schedule_at > now:
+            continue
+        if new.validity_until is not None and new.validity_until <= now:
+            continue  # left for expire_overdue, as the claim leaves it
+        if len(split.parts) > room:
+            break
+        handed.append(i)
+        room -= len(split.parts)
+    return handed
+
+
+def _owners(handed: list[int], splits: Sequence[SplitResult]) -> list[int]:
+    """The message position of each handed part, in the order their rows were made."""
+    return [i for i in handed for _ in splits[i].parts]
+
+
+def _transitions(messages: Sequence[Message], handed: list[int], now: datetime) -> list[dict]:
+    """Stored (queued); the messages handed over move on to submitting, as a claim moves them."""
+    rows = [
+        {"message_id": m.pk, "to_state": State.QUEUED, "at": now, "detail": "stored"}
+        for m in messages
+    ]
+    rows += [
+        {
+            "message_id": messages[i].pk,
+            "from_state": State.QUEUED,
+            "to_state": State.SUBMITTING,
+            "at": now,
+        }
+        for i in handed
+    ]
+    return rows
+
+
+def _claimed(part_id: int, row: dict, new: NewMessage, message: Message) -> ClaimedPart:
+    """The claimed part of a row just written (what ``claim_parts`` reads back)."""
+    sar = (row["sar_ref"], row["sar_total"], row["sar_seq"]) if row["sar_ref"] is not None else None
+    return ClaimedPart(
+        part_id=part_id,
+        message_id=message.pk,
+        index=row["index"],
+        src=new.src,
+        src_ton=new.src_ton,
+        src_npi=new.src_npi,
+        dst=new.dst,
+        dst_ton=new.dst_ton,
+        dst_npi=new.dst_npi,
+        data_coding=message.data_coding,
+        esm_class=row["esm_class"],
+        short_message=row["short_message"],
+        sar=sar,
+        use_payload=row["use_payload"],
+        register=new.register,
+        priority=new.priority,
+        validity_until=new.validity_until,
+        attempts=row["attempts"],
+        waited=bool(new.notify_channel),
+    )
 
 
 def _with_references(new_messages: Sequence[NewMessage]) -> list[SplitResult]:
@@ -58,10 +173,13 @@ def _with_references(new_messages: Sequence[NewMessage]) -> list[SplitResult]:
     ]
 
 
-def _message_values(table: ModelRows, new: NewMessage, split: SplitResult, now: datetime) -> list:
-    """The message's row (every column's value, unconverted)."""
+def _message_values(
+    table: ModelRows, new: NewMessage, split: SplitResult, now: datetime, state: str | None
+) -> list:
+    """The message's row (every column's value, unconverted); queued unless ``state``."""
     return table.values(
         {
+            "state": state or State.QUEUED,
             "src": new.src,
             "src_ton": new.src_ton,
             "src_npi": new.src_npi,
@@ -90,8 +208,20 @@ def _message_values(table: ModelRows, new: NewMessage, split: SplitResult, now: 
     )
 
 
-def _parts(messages: Sequence[Message], splits: Sequence[SplitResult], now: datetime) -> list:
-    """The parts' rows of the messages just stored, due at once or when scheduled."""
+def _parts(
+    messages: Sequence[Message],
+    splits: Sequence[SplitResult],
+    now: datetime,
+    lease: tuple[str, datetime] | None = None,
+) -> list[dict]:
+    """The parts' rows of the messages just stored, due at once or when scheduled;
+    with ``lease`` (worker, until), claimed by that worker as ``claim_parts`` claims
+    (submitting, one try)."""
+    claimed = (
+        {}
+        if lease is None
+        else {"state": State.SUBMITTING, "worker": lease[0], "lease_until": lease[1], "attempts": 1}
+    )
     parts = []
     for message, split in zip(messages, splits, strict=True):
         message_id = message.pk
@@ -108,6 +238,7 @@ def _parts(messages: Sequence[Message], splits: Sequence[SplitResult], now: date
                     "sar_seq": spec.sar[2] if spec.sar else None,
                     "use_payload": spec.use_payload,
                     "next_attempt_at": due,
+                    **claimed,
                 }
             )
     return parts

@@ -169,4 +169,6 @@ class SubmitAnswers:
                 session.close("the SMSC says we are not bound: binding again")
             outcome = refused(part, status, reaction, bind_id, sequence)
         self.pending.outcomes.append(outcome)
+        if part.waited:
+            self.pending.awaited = True
         self.pending.wanted.set()

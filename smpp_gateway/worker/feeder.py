@@ -5,6 +5,11 @@ claim's round trip never leaves the window empty. Whatever was claimed but
 never sent goes back to the queue as it was; so does a part that waited for
 half its lease (a slow, throttled send rate), before another worker may take
 it up. The decisions are the small policies below, each with its reason.
+
+While it waits for work (its last claim found the queue empty), the feeder
+takes new parts straight from the API of its own process
+(``messaging.handoff``): the embedded set-up's one message a request then
+costs no bell and no claim.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from channels.layers import get_channel_layer
 
-from messaging import store
+from messaging import handoff, store
 from messaging.notify import WORKER_CHANNEL
 from messaging.store import ClaimedPart, SubmitOutcome
 from smpp.flow import AdaptiveRate
@@ -51,11 +56,13 @@ def claim_ahead(claim_batch: int, window: int, rate: float | None) -> int:
     return ahead
 
 
-def should_claim(claiming: bool, unsent: int, ahead: int) -> bool:
+def should_claim(claiming: bool, unsent: int, ahead: int, drained: bool = False) -> bool:
     """Topped up continuously, one claim at a time: under load a claim takes tens of
     ms, and at thousands a second half the buffer was gone before it returned
-    (measured: the window ran dry 182 times in 20 s, 40 this way)."""
-    return not claiming and unsent < ahead
+    (measured: the window ran dry 182 times in 20 s, 40 this way). Not while the
+    queue is known empty (``drained``: the last claim found nothing, and no bell
+    has rung since): parts handed over meanwhile need no claim after them."""
+    return not claiming and not drained and unsent < ahead
 
 
 def must_take_claim(claim: Future | None, unsent: int) -> bool:
@@ -105,14 +112,29 @@ class Feeder:
         # (send before, part): claimed, waiting for room in the window
         self.unsent: deque[tuple[float, ClaimedPart]] = deque()
         self._claiming: Future | None = None  # the claim under way (in a database thread)
+        # The last claim found the queue empty, and no bell has rung since.
+        self._drained = False
+        self._running = False  # feeding a session: parts handed over are sent
+        self._waiting = False  # waiting for work: parts may be handed over
+        self._handed = asyncio.Event()
+        self._bell: asyncio.Task | None = None  # listening for the API's bell
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.config.lease_seconds
 
     async def run(self, session: SMPPSession) -> None:
         """Keep ``session``'s window full until the link goes (or this is cancelled)."""
         bucket = self.rate.bucket
         unsent = self.unsent
+        self._running, self._drained = True, False
+        handoff.offer(self)
         try:
             while True:
                 self._start_claim()
+                if not unsent and self._claiming is None:  # the queue is empty
+                    await self._wait_for_work()
+                    continue
                 if must_take_claim(self._claiming, len(unsent)) and not await self._take_in():
                     continue
                 await session.wait_for_window()
@@ -126,25 +148,48 @@ class Feeder:
                     return
                 await session.drain()
         finally:
+            handoff.withdraw(self)
+            self._running = False
+            if self._bell is not None:
+                self._bell.cancel()
+                self._bell = None
             self._hand_back()
+
+    def room(self) -> int:
+        """Parts this feeder takes from its own process's API now (``PartTaker``):
+        only while it waits for work, so nothing queued earlier is overtaken."""
+        if not self._waiting:
+            return 0
+        ahead = claim_ahead(self.config.claim_batch, self.config.session.window, self.rate.rate)
+        return max(0, ahead - len(self.unsent))
+
+    def take(self, parts: list[ClaimedPart]) -> None:
+        """Parts stored claimed under this worker's lease, handed over after their
+        commit: sent next, or, once the link has gone, back to the queue."""
+        if not self._running:
+            self.release(parts)
+            return
+        deadline = time.monotonic() + self.config.lease_seconds / 2
+        self.unsent.extend((deadline, part) for part in parts)
+        self._handed.set()
 
     def _start_claim(self) -> None:
         """A claim for what the buffer lacks, if one is due (see ``should_claim``)."""
         ahead = claim_ahead(self.config.claim_batch, self.config.session.window, self.rate.rate)
         unsent = len(self.unsent)
-        if should_claim(self._claiming is not None, unsent, ahead):
+        if should_claim(self._claiming is not None, unsent, ahead, self._drained):
             self._claiming = self.claims.submit(
                 store.claim_parts, self.worker_id, ahead - unsent, self.config.lease_seconds
             )
 
     async def _take_in(self) -> bool:
-        """The claim's parts into the buffer; False (after a wait for work) when there
-        is nothing to send."""
+        """The claim's parts into the buffer; False when there is nothing to send
+        (an empty claim: the queue is drained)."""
         parts = await self._take_claim()
         deadline = time.monotonic() + self.config.lease_seconds / 2
         self.unsent.extend((deadline, part) for part in parts)
         if not self.unsent:
-            await self._wait_for_work()
+            self._drained = True
             return False
         return True
 
@@ -258,15 +303,37 @@ class Feeder:
         self.pending.wanted.set()
 
     async def _wait_for_work(self) -> None:
-        """Sleep until the API rings the bell or the poll interval passes."""
-        layer: Any = get_channel_layer()
+        """Sleep until the API rings the bell or hands parts over, or the poll
+        interval passes. A bell or the interval sends the feeder to the queue
+        again; parts handed over do not (they were never queued)."""
+        self._handed.clear()  # the buffer is empty: an earlier hand-over was taken
+        if self._bell is None:
+            self._bell = asyncio.ensure_future(_listen_for_bell())
+        handed = asyncio.ensure_future(self._handed.wait())
+        self._waiting = True
         try:
-            if layer is not None:
-                await asyncio.wait_for(layer.receive(WORKER_CHANNEL), self.config.poll_interval)
-            else:
+            await asyncio.wait(
+                (self._bell, handed),
+                timeout=self.config.poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._waiting = False
+            handed.cancel()
+        if handed.done() and not handed.cancelled() and not self._bell.done():
+            return  # parts handed over; the queue is as empty as it was
+        self._drained = False
+        if self._bell.done():
+            bell, self._bell = self._bell, None
+            if not bell.cancelled() and bell.exception() is not None:
+                # a broken channel layer: the queue is polled all the same
+                logger.warning("worker bell not heard; polling", exc_info=bell.exception())
                 await asyncio.sleep(self.config.poll_interval)
-        except TimeoutError:
-            pass
-        except Exception:  # a broken channel layer: the queue is polled all the same
-            logger.warning("worker bell not heard; polling", exc_info=True)
-            await asyncio.sleep(self.config.poll_interval)
+
+
+async def _listen_for_bell() -> None:
+    """Until the API's bell rings (never, without a channel layer)."""
+    layer: Any = get_channel_layer()
+    if layer is None:
+        await asyncio.get_running_loop().create_future()
+    await layer.receive(WORKER_CHANNEL)
