@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging.models import Message, MessagePart, StateTransition
-from messaging.states import State
+from messaging.states import MESSAGE_TRANSITIONS, State, check_transition
 from messaging.store.backends import ModelRows, Sql
 from messaging.store.references import take_references
 from messaging.store.types import ClaimedPart, NewMessage
@@ -49,6 +49,9 @@ def create_handed_over(
     """Store messages; those due now are claimed for ``hand_over``'s worker, whole
     messages in order while its room lasts, as ``claim_parts`` would have claimed
     them. Returns the saved messages and the claimed parts."""
+    # The move a claim makes, checked as the claim checks it (the state tables).
+    check_transition(State.QUEUED, State.SUBMITTING)
+    check_transition(State.QUEUED, State.SUBMITTING, MESSAGE_TRANSITIONS)
     return _create(new_messages, hand_over)
 
 
