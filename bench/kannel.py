@@ -4,7 +4,9 @@
 ``Simulator``, the one our set-ups use, with the same options), a small HTTP
 receiver for Kannel's delivery-report callbacks (``DlrSink``), then ``bearerbox``
 (SMPP transceiver to the simulator, ``max-pending-submits`` 100, DLR on, internal
-DLR storage, no store file) and ``smsbox`` (``/cgi-bin/sendsms``). Its
+DLR storage, no store file unless ``store_file``: then ``store-type = file``, each
+message written to the store as it is accepted, as ours are) and ``smsbox``
+(``/cgi-bin/sendsms``). Its
 configuration is written into a temporary directory at run time; every port is
 a free port on 127.0.0.1.
 
@@ -66,7 +68,7 @@ admin-allow-ip = "127.0.0.1"
 smsbox-port = {smsbox_port}
 smsbox-interface = 127.0.0.1
 dlr-storage = internal
-log-file = "{tmp}/bearerbox.log"
+{store}log-file = "{tmp}/bearerbox.log"
 log-level = 2
 
 group = smsc
@@ -209,8 +211,9 @@ class _SinkProtocol(asyncio.Protocol):
 class KannelStack:
     """Simulator, DLR sink, bearerbox and smsbox for one measurement (a context manager)."""
 
-    def __init__(self, simulator_options: dict) -> None:
+    def __init__(self, simulator_options: dict, store_file: bool = False) -> None:
         self.simulator_options = simulator_options
+        self.store_file = store_file
         self.tmp = Path(tempfile.mkdtemp(prefix="kannel-bench-"))
         self.simulator: Simulator | None = None
         self.sink = DlrSink()
@@ -260,6 +263,12 @@ class KannelStack:
                 smsc_user="smsapi",  # the simulator's defaults (docs/simulator.md)
                 smsc_password="secret",
                 send_password=self._password,
+                # Kannel's message store: what it has accepted survives its restart.
+                store=(
+                    f'store-type = file\nstore-location = "{self.tmp}/kannel.store"\n'
+                    if self.store_file
+                    else ""
+                ),
             )
         )
         return path

@@ -4,7 +4,8 @@ One SMS a request, closed loop (wrk) at 1, 20 and 100 clients:
 
 - Kannel 1.4.x (``bench/kannel.py``): GET /cgi-bin/sendsms with DLR on; its
   accepted rate (HTTP answers) and the rate reaching the SMSC (the simulator's
-  accepted submits over the same seconds);
+  accepted submits over the same seconds); ``kannel_store``: the same with its
+  store file on (``store-type = file``), the Kannel that keeps what it accepted;
 - ours, ``embedded`` and ``postgres`` (``bench/services.py`` ``Stack``):
   ``/v1/send`` with ``wait=0``, with the default wait, and with ``dry_run=1``
   (nothing stored, nothing sent: the ceiling of the request path);
@@ -45,7 +46,7 @@ from bench.scenarios import FAST_SMSC, SEND_BODY, end_to_end  # noqa: E402
 from bench.services import ROOT, CpuMeter, Simulator, Stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results-per-message.json"
-PARTS = ("kannel", "embedded", "postgres", "e2e")
+PARTS = ("kannel", "kannel_store", "embedded", "postgres", "e2e")
 MODES = {"wait0": "&wait=0", "wait": "", "dry_run": "&dry_run=1"}
 # The processes a message costs (not the simulator nor the load tool). PostgreSQL and
 # Redis are counted whole (CpuMeter), so only where the set-up uses them; embedded is
@@ -75,10 +76,10 @@ def point(figures: dict, cores: dict[str, float], processes: tuple[str, ...]) ->
 # --- Kannel ------------------------------------------------------------------------------
 
 
-def kannel_point(clients: int, seconds: float) -> dict:
+def kannel_point(clients: int, seconds: float, store_file: bool = False) -> dict:
     """Kannel, fresh (simulator, bearerbox, smsbox), at ``clients`` for ``seconds``."""
     threads = min(2, clients)
-    with kannel_bench.KannelStack(FAST_SMSC) as kannel:
+    with kannel_bench.KannelStack(FAST_SMSC, store_file) as kannel:
         url = kannel.sendsms_url()
         kannel_bench.run_wrk_get(url, clients, min(WARM_UP_SECONDS, seconds), threads)
         stats = kannel.simulator.stats
@@ -197,6 +198,12 @@ def one_round(
             key = f"@{count}"
             figures["kannel"][key] = guarded(kannel_point, count, seconds)
             log(f"[kannel] {key}: {brief(figures['kannel'][key])}")
+    if "kannel_store" in parts and kannel_ok:
+        figures["kannel_store"] = {}
+        for count in clients:
+            key = f"@{count}"
+            figures["kannel_store"][key] = guarded(kannel_point, count, seconds, True)
+            log(f"[kannel_store] {key}: {brief(figures['kannel_store'][key])}")
     for setup in ("embedded", "postgres"):
         if setup in parts:
             figures[setup] = our_points(setup, clients, seconds)
@@ -247,7 +254,9 @@ def mean_of_rounds(rounds: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(PARTS), help="kannel, embedded, postgres, e2e")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help="kannel, kannel_store, embedded, postgres, e2e"
+    )
     parser.add_argument("--clients", default="1,20,100")
     parser.add_argument("--seconds", type=float, default=10, help="per measured point")
     parser.add_argument("--rounds", type=int, default=1, help="rounds, one after the other")
@@ -263,7 +272,8 @@ def main() -> None:
     if not wrk_available():
         sys.exit("wrk is needed (apt-get install wrk), or run `make bench`")
     parts = [p for p in args.only.split(",") if p]
-    kannel_problem = kannel_bench.ensure_kannel() if "kannel" in parts or "e2e" in parts else ""
+    wants_kannel = {"kannel", "kannel_store", "e2e"} & set(parts)
+    kannel_problem = kannel_bench.ensure_kannel() if wants_kannel else ""
     if kannel_problem:
         log(f"NO KANNEL: {kannel_problem}; our figures only, without ratios")
     rounds = []

@@ -24,6 +24,12 @@ def markdown(mean: dict, clients: list[int], kannel_version: str) -> str:
             "postgres: the daphne processes, the worker, PostgreSQL and Redis):",
             _table(mean, kannel, clients, _cpu_cell, "ms"),
         ]
+    if mean.get("kannel_store"):
+        sections += [
+            "Against Kannel with its store file (store-type = file: it keeps what it accepted, "
+            "as we store it), requests/s and the ratio of ours with wait=0:",
+            _stored_kannel(mean, clients),
+        ]
     if mean.get("e2e"):
         sections += ["End to end, every message with its receipt:", _e2e(mean["e2e"])]
     sections += ["Issue 23 targets, in this run:", "\n".join(_targets(mean, kannel))]
@@ -68,6 +74,28 @@ def _latency_cell(figures: dict, _kannel: dict | None) -> str:
 
 def _cpu_cell(figures: dict, _kannel: dict | None) -> str:
     return _error(figures) or f"{figures['cpu_ms_per_msg']:.2f}"
+
+
+def _stored_kannel(mean: dict, clients: list[int]) -> str:
+    setups = [setup for setup in ("embedded", "postgres") if mean.get(setup)]
+    header = ["clients", "Kannel with store file, accepted (p50 ms, CPU ms/msg)"]
+    header += [f"{setup} wait=0" for setup in setups]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for count in clients:
+        stored = mean["kannel_store"].get(f"@{count}") or {}
+        if not stored or _error(stored):
+            row = [str(count), _error(stored) or "-"] + ["-"] * len(setups)
+        else:
+            row = [
+                str(count),
+                f"{stored['req_per_s']:,.0f} ({stored['p50_ms']:.2f}, "
+                f"{stored['cpu_ms_per_msg']:.2f})",
+            ]
+            for setup in setups:
+                ours = mean[setup].get(f"wait0@{count}") or {}
+                row.append(_rate_cell(ours, stored) if ours else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def _e2e(e2e: dict) -> str:
