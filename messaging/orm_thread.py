@@ -16,7 +16,7 @@ this module, and the connection that work opens is handled by one rule:
   ``connection_per_call`` is the same rule for sync code that something else
   runs on a shared thread (the API handler's sync views).
 - ``DatabaseThread``: a thread of *one long-lived job* (the worker's writes and
-  claims, the webhook sender's rounds). The job owns the thread, so the
+  claims, the webhook sender's rounds, the API's intake). The job owns the thread, so the
   connection stays for the job's life (a connection per call would cost the
   worker's hot path a connect, or a pool round trip, per batch) and goes at
   ``close()``; after a call that raised it is closed at once (it may be broken).
