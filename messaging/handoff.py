@@ -3,7 +3,7 @@
 In the embedded set-up (``manage.py serve``) the API and the worker share one
 event loop. A message stored while the worker waits for work used to pass a
 bell and a claim: a second transaction, to read back what the first had just
-written, and at one message a request that was the worker's largest cost. Now
+written; at one message a request, the worker's largest cost. Now
 the worker, while it waits for work, offers itself here (``PartTaker``); the
 API's intake stores the messages due now already claimed under its lease
 (``messaging.store.create_handed_over``) and, after the commit, hands it the
