@@ -15,7 +15,9 @@ smsbox; ours: the server(s), the worker, PostgreSQL and Redis). Then the end to
 end: 20,000 messages through ``/v1/send/batch`` (20 batches of 1,000) until every
 receipt is stored and streamed (``bench/scenarios.py`` ``end_to_end``), against
 20,000 sendsms requests to Kannel until every receipt has been called back.
-Our figures are given as ratios to Kannel's of the same run (mean over rounds).
+Our figures are given as ratios to Kannel's of the same run (mean over rounds);
+the points go client count by client count, Kannel's first, so that a ratio
+compares figures taken minutes apart at most.
 
     .venv/bin/python bench/per_message.py                    # 1 round, 10 s a point
     .venv/bin/python bench/per_message.py --rounds 2         # interleaved twice
@@ -192,21 +194,20 @@ def one_round(
     parts: list[str], clients: list[int], seconds: float, kannel_ok: bool, messages: int
 ) -> dict:
     figures: dict = {}
-    if "kannel" in parts and kannel_ok:
-        figures["kannel"] = {}
-        for count in clients:
-            key = f"@{count}"
-            figures["kannel"][key] = guarded(kannel_point, count, seconds)
-            log(f"[kannel] {key}: {brief(figures['kannel'][key])}")
-    if "kannel_store" in parts and kannel_ok:
-        figures["kannel_store"] = {}
-        for count in clients:
-            key = f"@{count}"
-            figures["kannel_store"][key] = guarded(kannel_point, count, seconds, True)
-            log(f"[kannel_store] {key}: {brief(figures['kannel_store'][key])}")
-    for setup in ("embedded", "postgres"):
-        if setup in parts:
-            figures[setup] = our_points(setup, clients, seconds)
+    # Client count by client count, Kannel then ours: each ratio compares figures taken
+    # within the same minute or two (the machine's speed drifts by a third in an hour).
+    kannels = [("kannel", False), ("kannel_store", True)] if kannel_ok else []
+    for count in clients:
+        key = f"@{count}"
+        for name, store_file in kannels:
+            if name in parts:
+                figures.setdefault(name, {})[key] = guarded(
+                    kannel_point, count, seconds, store_file
+                )
+                log(f"[{name}] {key}: {brief(figures[name][key])}")
+        for setup in ("embedded", "postgres"):
+            if setup in parts:
+                figures.setdefault(setup, {}).update(our_points(setup, [count], seconds))
     if "e2e" in parts:
         figures["e2e"] = {}
         if kannel_ok:
