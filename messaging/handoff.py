@@ -29,6 +29,7 @@ class PartTaker(Protocol):
 
     worker_id: str
     lease_seconds: float
+    connector: str  # only messages for this connector are handed to it
 
     def room(self) -> int:
         """Parts it takes now; 0 while it has work of its own (or no link)."""

@@ -55,6 +55,8 @@ class Message(models.Model):
     callback_url = models.URLField(max_length=500, blank=True, default="")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, default="")
+    # The SMSC connector it is to go through; "" is the default one (the SMPP_* settings).
+    connector = models.CharField(max_length=64, blank=True, default="")
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     command_status = models.PositiveIntegerField(null=True, blank=True)  # first failing part's
@@ -115,6 +117,9 @@ class MessagePart(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     # Sequence numbers only mean something within one bind: keep both.
     bind_id = models.CharField(max_length=64, blank=True, default="")
+    # The connector whose SMSC answered its submit: its SMSC id is unique only there,
+    # so its receipts are matched within it ("": the default connector).
+    connector = models.CharField(max_length=64, blank=True, default="")
     sequence_number = models.PositiveIntegerField(null=True, blank=True)
     smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH, null=True, blank=True)  # as given
     # smpp.smsc_ids.match_key(smsc_id): what receipts are matched by (part_match_key_idx)
@@ -144,6 +149,7 @@ class Receipt(models.Model):
 
     smsc_id = models.CharField(max_length=SMSC_ID_MAX_LENGTH)  # as the SMSC gave it
     match_key = models.CharField(max_length=SMSC_ID_MAX_LENGTH, blank=True, default="")
+    connector = models.CharField(max_length=64, blank=True, default="")  # whose SMSC sent it
     part = models.ForeignKey(
         MessagePart, null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
     )

@@ -114,22 +114,40 @@ def test_only_whole_messages_due_now_are_handed_over_while_the_room_lasts():
 # --- the feeder ------------------------------------------------------------------------
 
 
-async def test_the_feeder_takes_parts_only_while_it_waits_for_work_and_sends_them_unclaimed():
+async def until(condition, timeout: float = 5.0) -> None:
+    """Let the event loop run until ``condition()`` holds (a loaded machine may
+    need more than a few turns of it); fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not within {timeout} s: {condition.__doc__ or condition}")
+
+
+@pytest.fixture
+def no_bells(monkeypatch):
+    """No channel layer for the feeder: bells other tests rang into the process's
+    in-memory layer would wake it (a bell is what these tests play themselves)."""
+    monkeypatch.setattr("smpp_gateway.worker.feeder.get_channel_layer", lambda: None)
+
+
+async def test_the_feeder_takes_parts_only_while_it_waits_for_work_and_sends_them_unclaimed(
+    no_bells,
+):
     feeder, db, pending, _ = feeder_parts()
     assert feeder.room() == 0  # not running
     session = FakeSession(window_free=10)
     task = asyncio.ensure_future(feeder.run(session))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)
+    await until(lambda: db.claims)
     assert handoff.local_taker() is None  # claiming: it has work of its own to look at
     db.claims[0].set_result([])  # the queue is empty: it waits for work
-    await asyncio.sleep(0.01)
-    assert handoff.local_taker() is feeder and feeder.room() == 100
+    await until(lambda: handoff.local_taker() is feeder)
+    assert feeder.room() == 100
 
     feeder.take([part(1), part(2)])
-    await asyncio.sleep(0.01)
+    await until(lambda: len(session.submitted) == 2 and feeder.room() == 100)
     assert [p.part_id for p in session.submitted] == [1, 2]
     assert len(db.claims) == 1  # no claim after parts that were never queued
-    assert feeder.room() == 100  # waiting for work again
 
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -139,17 +157,16 @@ async def test_the_feeder_takes_parts_only_while_it_waits_for_work_and_sends_the
     assert [(o.part_id, o.outcome) for o in pending.outcomes] == [(3, SubmitOutcome.UNSENT)]
 
 
-async def test_a_bell_while_parts_are_handed_over_sends_the_feeder_to_the_queue_again():
+async def test_a_bell_while_parts_are_handed_over_sends_the_feeder_to_the_queue_again(no_bells):
     feeder, db, _, _ = feeder_parts()
     session = FakeSession(window_free=10)
     task = asyncio.ensure_future(feeder.run(session))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)
+    await until(lambda: db.claims)
     db.claims[0].set_result([])
-    await asyncio.sleep(0.01)
+    await until(lambda: handoff.local_taker() is feeder)
     feeder.take([part(1)])
     feeder._drained = False  # what a bell heard while waiting does
-    await asyncio.sleep(0.01)
-    assert len(db.claims) == 2  # the queue is looked at again
+    await until(lambda: len(db.claims) == 2)  # the queue is looked at again
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

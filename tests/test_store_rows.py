@@ -37,6 +37,7 @@ def test_a_batch_writes_back_what_it_may_change_and_never_the_keys():
         "possibly_duplicated",
         "error_code",
         "attempts",
+        "connector",  # the connector whose SMSC answered (issue 24)
     )
     assert result_rows.MESSAGE_COLUMNS == (
         "state",

@@ -229,8 +229,8 @@ async def test_the_feeder_claims_ahead_and_fills_the_window():
     session = FakeSession(window_free=10)
     task = asyncio.ensure_future(feeder.run(session))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
-    ((name, (worker_id, wanted, lease)),) = db.calls
-    assert (name, worker_id, wanted) == ("claim_parts", "w1", 100)
+    ((name, (worker_id, wanted, lease, connector)),) = db.calls
+    assert (name, worker_id, wanted, connector) == ("claim_parts", "w1", 100, "")
     db.claims[0].set_result([part(i) for i in range(1, 16)])
     await asyncio.sleep(0.02)
     assert [p.part_id for p in session.submitted] == list(range(1, 11))  # the window's worth
@@ -461,8 +461,9 @@ async def test_one_write_takes_results_and_receipts_then_answers_the_smsc():
     pending.receipts.append((receipt("a"), 5, session))
     pending.receipts.append((receipt("b"), 6, old_session))  # came before a reconnection
     await writer.flush()
-    ((name, (outcomes, receipts, _)),) = db.calls
+    ((name, (outcomes, receipts, _, connector)),) = db.calls
     assert name == "record_results" and len(outcomes) == 1 and len(receipts) == 2
+    assert connector == ""  # the default connector's worker
     assert session.responses == [(5, 0)]
     assert not old_session.responses  # its sequence means nothing on the new session
     assert not pending and writer.unanswered == 0
@@ -504,7 +505,7 @@ async def test_deliver_sm_are_stored_apart_when_one_is_bad_and_retried_when_the_
     writer.db = CallingDatabase()  # type: ignore[assignment]
     writes = []
 
-    def write(items):
+    def write(items, connector):
         writes.append(len(items))
         if "bad" in items:
             raise DataError("NUL")
@@ -517,7 +518,7 @@ async def test_deliver_sm_are_stored_apart_when_one_is_bad_and_retried_when_the_
     ]
     assert writes == [3, 1, 1, 1]
 
-    def down(items):
+    def down(items, connector):
         raise OperationalError("connection refused")
 
     assert await writer.store_each(["ok"] * 2, down, Notifications()) == [RECEIVER_RETRY_LATER] * 2

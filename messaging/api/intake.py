@@ -93,7 +93,7 @@ class MessageIntake:
         taker = local_taker()
         if taker is None:
             return await INTAKE_THREAD.run(create_messages, batch), True
-        hand_over = HandOver(taker.worker_id, taker.lease_seconds, taker.room())
+        hand_over = HandOver(taker.worker_id, taker.lease_seconds, taker.room(), taker.connector)
         messages, parts = await INTAKE_THREAD.run(create_handed_over, batch, hand_over)
         if parts:
             taker.take(parts)

@@ -55,8 +55,11 @@ class ClaimedMessage(NamedTuple):
 _MESSAGE_SELECT = ", ".join(f'"{c}"' for c in ClaimedMessage._fields)
 
 
-def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedPart]:
-    """Take up to ``limit`` due parts for this worker, oldest first.
+def claim_parts(
+    worker_id: str, limit: int, lease_seconds: float, connector: str = ""
+) -> list[ClaimedPart]:
+    """Take up to ``limit`` due parts of ``connector``'s messages for this worker,
+    oldest first.
 
     On PostgreSQL the rows are locked with SKIP LOCKED, so several workers
     share the queue without taking the same part twice. Past its validity a
@@ -64,7 +67,8 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
     """
     now = timezone.now()
     with transaction.atomic(), Sql() as sql:
-        parts = _take_due_parts(sql, worker_id, limit, now + timedelta(seconds=lease_seconds), now)
+        lease_until = now + timedelta(seconds=lease_seconds)
+        parts = _take_due_parts(sql, worker_id, limit, lease_until, now, connector)
         if not parts:
             return []
         sql.use_indexes()  # the rest are lookups by id
@@ -74,7 +78,7 @@ def claim_parts(worker_id: str, limit: int, lease_seconds: float) -> list[Claime
 
 
 def _take_due_parts(
-    sql: Sql, worker_id: str, limit: int, lease_until: datetime, now: datetime
+    sql: Sql, worker_id: str, limit: int, lease_until: datetime, now: datetime, connector: str
 ) -> list[DuePart]:
     """Move up to ``limit`` due parts to submitting under this worker's lease;
     them, oldest first (the order they were due in, then their ids)."""
@@ -85,7 +89,7 @@ def _take_due_parts(
         DuePart._fields,
         guard,
         [State.SUBMITTING, worker_id, sql.dt(lease_until)],
-        [*guard_params, sql.dt(now), sql.dt(now), limit],
+        [*guard_params, sql.dt(now), sql.dt(now), connector, limit],
     )
     parts = [DuePart._make(row) for row in rows]
     parts.sort(key=lambda p: (aware(p.next_attempt_at), p.id))

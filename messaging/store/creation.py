@@ -41,6 +41,7 @@ class HandOver:
     worker_id: str
     lease_seconds: float
     room: int  # parts at most; the messages past it are queued as usual
+    connector: str = ""  # the worker's: only messages for it are handed over
 
 
 def create_handed_over(
@@ -101,6 +102,8 @@ def _handed(
         return []
     handed, room = [], hand_over.room
     for i, (new, split) in enumerate(zip(new_messages, splits, strict=True)):
+        if new.connector != hand_over.connector:
+            continue  # another connector's worker claims it
         if new.schedule_at is not None and new.schedule_at > now:
             continue
         if new.validity_until is not None and new.validity_until <= now:
@@ -205,6 +208,7 @@ def _message_values(
             "request_hash": new.request_hash,
             "api_key_id": new.api_key_id,
             "notify_channel": new.notify_channel,
+            "connector": new.connector,
             "created_at": now,
             "updated_at": now,
         }

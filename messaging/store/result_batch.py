@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 class _ResultBatch:
     """The parts and messages a batch of results touches, changed in memory, written once."""
 
-    def __init__(self, sql: Sql):
+    def __init__(self, sql: Sql, connector: str = ""):
         self.sql = sql
+        self.connector = connector  # whose SMSC answered: ids and receipts are its own
         self.now = timezone.now()
         self.parts: dict[int, _PartRow] = {}
         self.messages: dict[int, _MessageRow] = {}
@@ -50,11 +51,11 @@ class _ResultBatch:
         """Lock and read every part (and its message) the results may touch."""
         self.wanted = wanted_keys(outcomes)
         if self.wanted:
-            self.waiting = receipts_waiting(self.sql, list(self.wanted))
+            self.waiting = receipts_waiting(self.sql, list(self.wanted), self.connector)
         keys = {k for r in receipts for k in r.match_keys}
         if self.waiting:
             keys |= set(self.wanted.values())
-        message_ids = messages_touched(self.sql, outcomes, keys)
+        message_ids = messages_touched(self.sql, outcomes, keys, self.connector)
         if message_ids:
             self.parts, self.messages = read_parts(self.sql, message_ids)
 
@@ -70,10 +71,13 @@ class _ResultBatch:
                 # Already settled (e.g. its receipt overtook the response): only keep the id.
                 if part is not None and outcome.smsc_id and not part.smsc_id:
                     part.smsc_id, part.match_key = outcome.smsc_id, match_key(outcome.smsc_id)
+                    part.connector = self.connector
                     part.dirty = True
                 continue
             part.command_status = outcome.command_status
             part.bind_id = outcome.bind_id
+            if outcome.outcome != SubmitOutcome.UNSENT:
+                part.connector = self.connector
             part.sequence_number = outcome.sequence
             part.lease_until = None
             kind = outcome.outcome
@@ -113,7 +117,7 @@ class _ResultBatch:
 
     def _match_waiting(self) -> set[int]:
         """Attach receipts kept unmatched to the parts that just got their SMSC id."""
-        by_key = {p.match_key: p for p in self._parts_in_order() if p.match_key}
+        by_key = self._parts_by_key()
         matched = []
         for row in self.waiting:
             receipt_id, smsc_id, key, stat, state, error, source, destination, text = row
@@ -139,7 +143,7 @@ class _ResultBatch:
 
     def apply_receipts(self, receipts: Sequence[ReceiptIn]) -> None:
         """As ``store_receipts``: keep every receipt, match, move parts, settle."""
-        by_key = {p.match_key: p for p in self._parts_in_order() if p.match_key}
+        by_key = self._parts_by_key()
         rows = []
         for receipt in receipts:
             part = next((by_key[k] for k in receipt.match_keys if k in by_key), None)
@@ -149,9 +153,15 @@ class _ResultBatch:
         self.new_receipts += rows
         self.settle(self._apply([r for r in rows if r.part is not None]))
 
-    def _parts_in_order(self) -> list[_PartRow]:
-        # The ORM read parts by (message_id, index): the last one with an id wins.
-        return [p for m in sorted(self.messages) for p in self.messages[m].parts]
+    def _parts_by_key(self) -> dict[str, _PartRow]:
+        """This connector's parts with an SMSC id, by its match key; the ORM read parts
+        by (message_id, index): the last one with a key wins."""
+        return {
+            p.match_key: p
+            for m in sorted(self.messages)
+            for p in self.messages[m].parts
+            if p.match_key and p.connector == self.connector
+        }
 
     def _apply(self, rows: list[_ReceiptRow]) -> set[int]:
         """Move matched parts to the state their receipt reports; one event each."""
@@ -256,4 +266,5 @@ class _ResultBatch:
             (self.matched_receipts, self.new_receipts),
             self.transitions,
             self.events,
+            self.connector,
         )

@@ -44,6 +44,7 @@ class _PartRow:
     possibly_duplicated: bool
     error_code: int | None
     attempts: int
+    connector: str
     dirty: bool = False  # changed: to be written
 
 
@@ -101,7 +102,7 @@ def _columns_read(row_class: type, stop: str) -> tuple[str, ...]:
 
 
 # The columns each row reads, and those a batch writes back (the others never change).
-PART_READ = _columns_read(_PartRow, "attempts")
+PART_READ = _columns_read(_PartRow, "connector")
 MESSAGE_READ = _columns_read(_MessageRow, "final_at")
 PART_COLUMNS = PART_READ[PART_READ.index("state") :]
 MESSAGE_COLUMNS = MESSAGE_READ[MESSAGE_READ.index("state") :]
@@ -129,27 +130,32 @@ def wanted_keys(outcomes: Iterable[SubmitOutcome]) -> dict[str, str]:
     return wanted
 
 
-def receipts_waiting(sql: Sql, keys: Sequence[str]) -> list[WaitingReceipt]:
-    """Receipts kept unmatched under ``keys`` (they overtook their submit_sm_resp:
-    usually none), newest first, locked."""
+def receipts_waiting(sql: Sql, keys: Sequence[str], connector: str) -> list[WaitingReceipt]:
+    """Receipts from ``connector``'s SMSC kept unmatched under ``keys`` (they overtook
+    their submit_sm_resp: usually none), newest first, locked."""
     where, params = sql.in_list("match_key", list(keys))
     rows = sql.execute(
         f"SELECT {_WAITING} FROM messaging_receipt "
-        f"WHERE matched_at IS NULL AND {where} ORDER BY id DESC{sql.for_update}",
-        params,
+        f"WHERE matched_at IS NULL AND {where} AND connector = %s "
+        f"ORDER BY id DESC{sql.for_update}",
+        [*params, connector],
     )
     return [WaitingReceipt._make(row) for row in rows]
 
 
-def messages_touched(sql: Sql, outcomes: Sequence[SubmitOutcome], keys: set[str]) -> list[int]:
-    """The ids of the messages of the outcomes' parts and of the parts with ``keys``."""
+def messages_touched(
+    sql: Sql, outcomes: Sequence[SubmitOutcome], keys: set[str], connector: str
+) -> list[int]:
+    """The ids of the messages of the outcomes' parts and of ``connector``'s parts
+    with ``keys``."""
     message_ids = {o.message_id for o in outcomes if o.message_id is not None}
     lookups = []  # one indexed lookup per query (an OR of two would scan the table)
     unknown = [o.part_id for o in outcomes if o.message_id is None]
     if unknown:
         lookups.append(sql.in_list("id", unknown))
     if keys:
-        lookups.append(sql.in_list("match_key", list(keys)))
+        where, params = sql.in_list("match_key", list(keys))
+        lookups.append((f"{where} AND connector = %s", [*params, connector]))
     for where, params in lookups:
         message_ids.update(
             r[0]
@@ -198,10 +204,12 @@ def write_rows(
     receipts: tuple[Sequence[_ReceiptRow], Sequence[_ReceiptRow]],
     transitions: Sequence[tuple],
     events: Sequence[tuple],
+    connector: str,
 ) -> None:
     """Write a batch: the ``changed`` (parts, messages) that are dirty, the (matched,
-    new) ``receipts``, ``transitions`` (message id, from, to, command_status,
-    detail) and ``events`` (type, message id, payload), all at ``now``."""
+    new) ``receipts`` (the new from ``connector``'s SMSC), ``transitions`` (message
+    id, from, to, command_status, detail) and ``events`` (type, message id,
+    payload), all at ``now``."""
     parts, messages = changed
     matched, new = receipts
     sql.update_rows(MessagePart, PART_COLUMNS, [_PART_WRITE(p) for p in parts if p.dirty])
@@ -211,7 +219,7 @@ def write_rows(
         ("part_id", "message_id", "matched_at"),
         [(r.part.id, r.part.message_id, now, r.id) for r in matched],
     )
-    sql.insert(Receipt, [_new_receipt(row, now) for row in new])
+    sql.insert(Receipt, [_new_receipt(row, now, connector) for row in new])
     sql.insert(
         StateTransition,
         [
@@ -236,12 +244,13 @@ def write_rows(
         )
 
 
-def _new_receipt(row: _ReceiptRow, now: datetime) -> dict:
+def _new_receipt(row: _ReceiptRow, now: datetime, connector: str) -> dict:
     """The values of a receipt row stored by this batch (matched or not)."""
     r, part = row.receipt, row.part
     return {
         "smsc_id": r.smsc_id,
         "match_key": r.match_keys[0] if r.match_keys else "",
+        "connector": connector,
         "part_id": part.id if part else None,
         "message_id": part.message_id if part else None,
         "stat": r.stat,

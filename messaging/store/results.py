@@ -19,31 +19,37 @@ RESULTS_LOCK = 0x534D5301  # advisory lock taken by every batch of results (Post
 
 
 def record_submit_outcomes(
-    outcomes: Iterable[SubmitOutcome], max_attempts: int = 10
+    outcomes: Iterable[SubmitOutcome], max_attempts: int = 10, connector: str = ""
 ) -> Notifications:
-    """Write what the SMSC answered (or did not) for a batch of submits.
+    """Write what ``connector``'s SMSC answered (or did not) for a batch of submits.
 
     A part that would be tried again fails after ``max_attempts`` and expires
     when the next try would come after its message's validity.
     """
-    return record_results(list(outcomes), (), max_attempts)
+    return record_results(list(outcomes), (), max_attempts, connector)
 
 
-def store_receipts(receipts: Sequence[ReceiptIn]) -> Notifications:
-    """Keep every receipt; match those whose part is known; settle their messages.
+def store_receipts(receipts: Sequence[ReceiptIn], connector: str = "") -> Notifications:
+    """Keep every receipt of ``connector``'s SMSC; match those whose part is known
+    (among the parts that SMSC took: its ids are unique only there); settle their
+    messages.
 
     A receipt whose id matches no part yet is kept unmatched: its part may be
     waiting for its submit_sm_resp, and ``record_submit_outcomes`` matches it then.
     """
-    return record_results((), receipts)
+    return record_results((), receipts, connector=connector)
 
 
 def record_results(
-    outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn], max_attempts: int = 10
+    outcomes: Sequence[SubmitOutcome],
+    receipts: Sequence[ReceiptIn],
+    max_attempts: int = 10,
+    connector: str = "",
 ) -> Notifications:
     """``record_submit_outcomes(outcomes)`` then ``store_receipts(receipts)``, in one
     transaction: the same rows, transitions and events as the two calls, with a
-    few statements for the whole batch instead of several per message."""
+    few statements for the whole batch instead of several per message. Both from
+    ``connector``'s SMSC ("": the default connector's)."""
     if not outcomes and not receipts:
         return Notifications()
     with transaction.atomic(), Sql() as sql:
@@ -53,7 +59,7 @@ def record_results(
         # unmatched while its part's SMSC id is being written, neither transaction
         # seeing the other's row, and stay unmatched for good.
         sql.serialize(RESULTS_LOCK)
-        batch = _ResultBatch(sql)
+        batch = _ResultBatch(sql, connector)
         batch.load(outcomes, receipts)
         if outcomes:
             batch.apply_outcomes(outcomes, max_attempts)

@@ -47,6 +47,7 @@ class NewMessage:
     api_key_id: int | None = None
     # The channel of the server process whose request waits for the SMSC's answer.
     notify_channel: str = ""
+    connector: str = ""  # the SMSC connector to send it through ("": the default one)
 
 
 @dataclass(frozen=True)

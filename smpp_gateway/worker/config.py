@@ -13,6 +13,10 @@ from smpp.session import SessionConfig
 @dataclass(frozen=True)
 class WorkerConfig:
     session: SessionConfig
+    # The SMSC connector this worker sends through: it claims that connector's messages
+    # and matches receipts among the parts its SMSC took. "": the default connector
+    # (the SMPP_* settings), the only one until connectors are stored (issue 24).
+    connector: str = ""
     reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
     claim_batch: int = 500  # most parts claimed at once, and kept ready ahead of the window
     poll_interval: float = 0.5

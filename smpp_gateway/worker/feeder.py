@@ -123,6 +123,10 @@ class Feeder:
     def lease_seconds(self) -> float:
         return self.config.lease_seconds
 
+    @property
+    def connector(self) -> str:
+        return self.config.connector
+
     async def run(self, session: SMPPSession) -> None:
         """Keep ``session``'s window full until the link goes (or this is cancelled)."""
         bucket = self.rate.bucket
@@ -179,7 +183,11 @@ class Feeder:
         unsent = len(self.unsent)
         if should_claim(self._claiming is not None, unsent, ahead, self._drained):
             self._claiming = self.claims.submit(
-                store.claim_parts, self.worker_id, ahead - unsent, self.config.lease_seconds
+                store.claim_parts,
+                self.worker_id,
+                ahead - unsent,
+                self.config.lease_seconds,
+                self.config.connector,
             )
 
     async def _take_in(self) -> bool:

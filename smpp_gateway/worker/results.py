@@ -131,7 +131,11 @@ class ResultWriter:
         try:
             notes.merge(
                 await self.db.run(
-                    store.record_results, outcomes, receipts, self.config.max_attempts
+                    store.record_results,
+                    outcomes,
+                    receipts,
+                    self.config.max_attempts,
+                    self.config.connector,
                 )
             )
         except Exception:
@@ -156,9 +160,7 @@ class ResultWriter:
         at fault. A database that is down keeps them all, to be tried again in a second."""
         if len(outcomes) > 1:
             try:
-                notes.merge(
-                    await self.db.run(store.record_results, outcomes, (), self.config.max_attempts)
-                )
+                notes.merge(await self._record(outcomes))
                 return
             except PERMANENT_ERRORS as exc:
                 logger.warning("a submit result cannot be written (%s); one by one now", exc)
@@ -173,9 +175,8 @@ class ResultWriter:
         """One the database refuses becomes a failure of its part (recorded with the
         reason); if even that cannot be written it is dropped, logged, and its part
         comes back when its lease runs out."""
-        max_attempts = self.config.max_attempts
         try:
-            notes.merge(await self.db.run(store.record_results, [outcome], (), max_attempts))
+            notes.merge(await self._record([outcome]))
             return
         except PERMANENT_ERRORS as exc:
             reason = exc
@@ -200,7 +201,7 @@ class ResultWriter:
             extra={"message_id": outcome.message_id},
         )
         try:
-            notes.merge(await self.db.run(store.record_results, [failed], (), max_attempts))
+            notes.merge(await self._record([failed]))
         except Exception:
             logger.exception(
                 "message %s part id %d: not even its failure can be stored; it goes back "
@@ -216,8 +217,15 @@ class ResultWriter:
         await asyncio.sleep(1)
         self.pending.wanted.set()
 
+    async def _record(self, outcomes: list[SubmitOutcome]) -> Notifications:
+        """Submit results alone (no receipts), from this worker's connector."""
+        config = self.config
+        return await self.db.run(
+            store.record_results, outcomes, (), config.max_attempts, config.connector
+        )
+
     async def store_each(
-        self, items: list, write: Callable[[list], Notifications], notes: Notifications
+        self, items: list, write: Callable[[list, str], Notifications], notes: Notifications
     ) -> list[int]:
         """Store deliver_sm contents; the deliver_sm_resp status of each.
 
@@ -230,7 +238,7 @@ class ResultWriter:
         if not items:
             return []
         try:
-            notes.merge(await self.db.run(write, items))
+            notes.merge(await self.db.run(write, items, self.config.connector))
             return [0] * len(items)
         except PERMANENT_ERRORS as exc:
             if len(items) == 1:
@@ -270,9 +278,11 @@ class ResultWriter:
             if session is not None and session is current:
                 session.respond_deliver(sequence, status)
 
-    def store_fragments(self, fragments: list[FragmentIn]) -> Notifications:
+    def store_fragments(self, fragments: list[FragmentIn], connector: str) -> Notifications:
+        # Incoming messages do not record their connector yet (issue 24).
         return store.store_fragments(fragments, self.config.default_alphabet)
 
 
-def store_receipts(receipts: list[ReceiptIn]) -> Notifications:
-    return store.record_results((), receipts)
+def store_receipts(receipts: list[ReceiptIn], connector: str) -> Notifications:
+    """Receipts alone, from ``connector``'s SMSC (``ResultWriter.store_each``)."""
+    return store.record_results((), receipts, connector=connector)

@@ -32,12 +32,13 @@ BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql"}
 
 def due_parts(guard: str) -> str:
     """The ids of the parts due to be sent (``claim_due_parts``): in a state the
-    ``guard`` on ``p.state`` admits, due by %s, within their validity at %s."""
+    ``guard`` on ``p.state`` admits, due by %s, within their validity at %s, of
+    messages for the connector %s."""
     return (
         "SELECT p.id FROM messaging_messagepart p "
         "JOIN messaging_message m ON m.id = p.message_id "
         f"WHERE {guard} AND p.next_attempt_at <= %s "
-        "AND (m.validity_until IS NULL OR m.validity_until > %s) "
+        "AND (m.validity_until IS NULL OR m.validity_until > %s) AND m.connector = %s "
     )
 
 
@@ -146,7 +147,7 @@ class Sql(ABC):
     ) -> list[tuple]:
         """Move up to a limit of the parts due, oldest first, to ``claim``'s values
         (state, worker, lease_until) with one try more; the ``returning`` columns
-        of each. ``due``: ``guard``'s parameters, now, now, the limit."""
+        of each. ``due``: ``guard``'s parameters, now, now, the connector, the limit."""
         ...
 
     # --- what only some databases need (nothing to do by default) ---------------------

@@ -1,0 +1,83 @@
+"""SMSC ids are unique only per SMSC (issue 24): each connector's worker claims its own
+messages, and a receipt is matched among the parts its own SMSC took, even when two
+SMSCs give the same id."""
+
+from __future__ import annotations
+
+import pytest
+
+from messaging import store
+from messaging.models import Message, MessagePart, Receipt
+from messaging.states import State
+from messaging.store import HandOver
+from tests.factories import new_message, receipt
+from tests.test_store_batches import submitted
+
+pytestmark = [pytest.mark.store, pytest.mark.django_db(transaction=True)]
+
+
+def _queued(*connectors: str) -> dict[str, int]:
+    messages = store.create_messages(
+        [new_message(f"to {c or 'default'}", register="final", connector=c) for c in connectors]
+    )
+    return {c: m.pk for c, m in zip(connectors, messages, strict=True)}
+
+
+def _claimed(connector: str) -> store.ClaimedPart:
+    (part,) = store.claim_parts(f"worker-{connector}", 10, 60, connector)
+    return part
+
+
+def test_each_connector_claims_its_own_messages_only():
+    ids = _queued("a", "b", "")
+    for connector in ("b", "", "a"):
+        (part,) = store.claim_parts("w", 10, 60, connector)
+        assert part.message_id == ids[connector]
+    assert store.claim_parts("w", 10, 60, "a") == []
+    assert Message.objects.get(pk=ids["a"]).connector == "a"
+
+
+def test_the_same_smsc_id_from_two_connectors_matches_each_its_own_part():
+    ids = _queued("a", "b")
+    part_a, part_b = _claimed("a"), _claimed("b")
+    store.record_results([submitted(part_a, "100")], (), connector="a")
+    store.record_results([submitted(part_b, "100")], (), connector="b")
+    assert dict(MessagePart.objects.values_list("message_id", "connector")) == {
+        ids["a"]: "a",
+        ids["b"]: "b",
+    }
+
+    store.store_receipts([receipt("100", stat="UNDELIV", state=5)], connector="b")
+    states = dict(Message.objects.values_list("pk", "state"))
+    assert states == {ids["a"]: State.SUBMITTED, ids["b"]: State.UNDELIVERABLE}
+
+    store.store_receipts([receipt("100")], connector="a")
+    states = dict(Message.objects.values_list("pk", "state"))
+    assert states == {ids["a"]: State.DELIVERED, ids["b"]: State.UNDELIVERABLE}
+    assert set(Receipt.objects.values_list("connector", "message_id", "stat")) == {
+        ("b", ids["b"], "UNDELIV"),
+        ("a", ids["a"], "DELIVRD"),
+    }
+
+
+def test_a_receipt_that_overtook_its_response_waits_for_its_own_connectors_part():
+    ids = _queued("a", "b")
+    part_a, part_b = _claimed("a"), _claimed("b")
+    store.store_receipts([receipt("200")], connector="a")  # before a's submit_sm_resp
+    assert Receipt.objects.get().message_id is None
+
+    store.record_results([submitted(part_b, "200")], (), connector="b")  # b's own "200"
+    assert Receipt.objects.get().message_id is None  # not b's receipt
+    assert Message.objects.get(pk=ids["b"]).state == State.SUBMITTED
+
+    store.record_results([submitted(part_a, "200")], (), connector="a")
+    assert Receipt.objects.get().message_id == ids["a"]
+    assert Message.objects.get(pk=ids["a"]).state == State.DELIVERED
+
+
+def test_only_messages_for_the_workers_connector_are_handed_to_it():
+    batch = [new_message("for a", connector="a"), new_message("default")]
+    messages, handed = store.create_handed_over(batch, HandOver("w", 60, room=10, connector=""))
+    assert [p.message_id for p in handed] == [messages[1].pk]
+    assert Message.objects.get(pk=messages[0].pk).state == State.QUEUED
+    assert _claimed("a").message_id == messages[0].pk
