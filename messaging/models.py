@@ -201,6 +201,8 @@ class IncomingFragment(models.Model):
     seq = models.PositiveSmallIntegerField(default=1)
     payload = models.BinaryField()  # user data without the UDH
     received_at = models.DateTimeField()
+    # The connector whose SMSC delivered it: parts of one message come through one SMSC.
+    connector = models.CharField(max_length=64, blank=True, default="")
     incoming = models.ForeignKey(
         "IncomingMessage", null=True, blank=True, on_delete=models.CASCADE, related_name="fragments"
     )
@@ -224,6 +226,7 @@ class IncomingMessage(models.Model):
     parts_received = models.PositiveSmallIntegerField(default=1)
     complete = models.BooleanField(default=True)
     received_at = models.DateTimeField(db_index=True)
+    connector = models.CharField(max_length=64, blank=True, default="")  # whose SMSC sent it
 
     class Meta:
         ordering = ["-id"]

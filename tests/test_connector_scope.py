@@ -1,15 +1,18 @@
 """SMSC ids are unique only per SMSC (issue 24): each connector's worker claims its own
-messages, and a receipt is matched among the parts its own SMSC took, even when two
-SMSCs give the same id."""
+messages, a receipt is matched among the parts its own SMSC took, even when two SMSCs
+give the same id, and an incoming message is put together from one SMSC's parts."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from messaging import store
-from messaging.models import Message, MessagePart, Receipt
+from messaging.models import IncomingFragment, IncomingMessage, Message, MessagePart, Receipt
 from messaging.states import State
-from messaging.store import HandOver
+from messaging.store import FragmentIn, HandOver
 from tests.factories import new_message, receipt
 from tests.test_store_batches import submitted
 
@@ -81,3 +84,25 @@ def test_only_messages_for_the_workers_connector_are_handed_to_it():
     assert [p.message_id for p in handed] == [messages[1].pk]
     assert Message.objects.get(pk=messages[0].pk).state == State.QUEUED
     assert _claimed("a").message_id == messages[0].pk
+
+
+def _fragment(seq: int, text: bytes) -> FragmentIn:
+    return FragmentIn(
+        src="4915550001", dst="bart", data_coding=0, payload=text, reference=9, total=2, seq=seq
+    )
+
+
+def test_incoming_parts_are_put_together_only_with_parts_from_the_same_smsc():
+    store.store_fragments([_fragment(1, b"hello ")], connector="a")
+    store.store_fragments([_fragment(2, b"world")], connector="b")  # same reference, other SMSC
+    assert not IncomingMessage.objects.exists()
+    store.store_fragments([_fragment(2, b"there")], connector="a")
+    (incoming,) = IncomingMessage.objects.all()
+    assert (incoming.text, incoming.connector, incoming.complete) == ("hello there", "a", True)
+    # b's half, once stale, is delivered as what it is: b's, incomplete.
+    IncomingFragment.objects.filter(incoming__isnull=True).update(
+        received_at=timezone.now() - timedelta(minutes=5)
+    )
+    store.assemble_stale_fragments(older_than=60)
+    stale = IncomingMessage.objects.get(connector="b")
+    assert (stale.text, stale.complete) == ("world", False)

@@ -17,9 +17,10 @@ from sms.reassembly import Fragment, assemble
 
 
 def store_fragments(
-    fragments: Sequence[FragmentIn], default_alphabet: str = "gsm7"
+    fragments: Sequence[FragmentIn], default_alphabet: str = "gsm7", connector: str = ""
 ) -> Notifications:
-    """Keep incoming deliver_sm parts; assemble the messages that are complete."""
+    """Keep incoming deliver_sm parts from ``connector``'s SMSC; assemble the messages
+    that are complete (of parts from that SMSC only: references are its own)."""
     if not fragments:
         return Notifications()
     with transaction.atomic():
@@ -35,6 +36,7 @@ def store_fragments(
                     seq=f.seq,
                     payload=f.payload,
                     received_at=changes.now,
+                    connector=connector,
                 )
                 for f in fragments
             ]
@@ -46,7 +48,12 @@ def store_fragments(
         for src, dst, reference, total in keys:
             group = list(
                 IncomingFragment.objects.filter(
-                    incoming__isnull=True, src=src, dst=dst, reference=reference, total=total
+                    incoming__isnull=True,
+                    src=src,
+                    dst=dst,
+                    reference=reference,
+                    total=total,
+                    connector=connector,
                 )
             )
             if len({g.seq for g in group}) >= total:
@@ -60,11 +67,16 @@ def assemble_stale_fragments(older_than: float, default_alphabet: str = "gsm7") 
     with transaction.atomic():
         changes = StoreChanges()
         stale = IncomingFragment.objects.filter(incoming__isnull=True, received_at__lt=cutoff)
-        keys = set(stale.values_list("src", "dst", "reference", "total"))
-        for src, dst, reference, total in keys:
+        keys = set(stale.values_list("src", "dst", "reference", "total", "connector"))
+        for src, dst, reference, total, connector in keys:
             group = list(
                 IncomingFragment.objects.select_for_update().filter(
-                    incoming__isnull=True, src=src, dst=dst, reference=reference, total=total
+                    incoming__isnull=True,
+                    src=src,
+                    dst=dst,
+                    reference=reference,
+                    total=total,
+                    connector=connector,
                 )
             )
             if group:
@@ -98,6 +110,7 @@ def _assemble(rows: list[IncomingFragment], changes: StoreChanges, default_alpha
         parts_received=assembled.parts_received,
         complete=assembled.complete,
         received_at=changes.now,
+        connector=first.connector,
     )
     IncomingFragment.objects.filter(id__in=[r.pk for r in rows]).update(incoming=incoming)
     changes.event(

@@ -279,8 +279,7 @@ class ResultWriter:
                 session.respond_deliver(sequence, status)
 
     def store_fragments(self, fragments: list[FragmentIn], connector: str) -> Notifications:
-        # Incoming messages do not record their connector yet (issue 24).
-        return store.store_fragments(fragments, self.config.default_alphabet)
+        return store.store_fragments(fragments, self.config.default_alphabet, connector)
 
 
 def store_receipts(receipts: list[ReceiptIn], connector: str) -> Notifications:
