@@ -70,14 +70,20 @@ async def ring_worker() -> None:
         logger.debug("worker bell not rung", exc_info=True)
 
 
-async def ask_smsc(question: dict, timeout: float) -> dict | None:
-    """Have a bound worker send query_sm; None when no worker answers in time."""
+def query_channel(connector: str) -> str:
+    """Where the workers of ``connector`` take /v1/query's questions: an SMSC answers
+    query_sm only for the ids it gave ("": the default connector's workers)."""
+    return f"{QUERY_CHANNEL}.{connector}" if connector else QUERY_CHANNEL
+
+
+async def ask_smsc(question: dict, timeout: float, connector: str = "") -> dict | None:
+    """Have a bound worker of ``connector`` send query_sm; None when none answers in time."""
     layer = get_channel_layer()
     if layer is None:
         return None
     reply_channel = await layer.new_channel()
     try:
-        await layer.send(QUERY_CHANNEL, {**question, "reply_channel": reply_channel})
+        await layer.send(query_channel(connector), {**question, "reply_channel": reply_channel})
         return await asyncio.wait_for(layer.receive(reply_channel), timeout)
     except Exception:  # no worker, a full channel, a timeout: the store's answer stands
         return None

@@ -1,16 +1,20 @@
 """SMSC ids are unique only per SMSC (issue 24): each connector's worker claims its own
 messages, a receipt is matched among the parts its own SMSC took, even when two SMSCs
-give the same id, and an incoming message is put together from one SMSC's parts."""
+give the same id, an incoming message is put together from one SMSC's parts, and
+query_sm goes to the SMSC that gave the id."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
+from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from messaging import store
 from messaging.models import IncomingFragment, IncomingMessage, Message, MessagePart, Receipt
+from messaging.notify import ask_smsc, query_channel
 from messaging.states import State
 from messaging.store import FragmentIn, HandOver
 from tests.factories import new_message, receipt
@@ -106,3 +110,27 @@ def test_incoming_parts_are_put_together_only_with_parts_from_the_same_smsc():
     store.assemble_stale_fragments(older_than=60)
     stale = IncomingMessage.objects.get(connector="b")
     assert (stale.text, stale.complete) == ("world", False)
+
+
+async def test_a_query_goes_to_the_workers_of_the_connector_that_took_the_part():
+    layer = get_channel_layer()
+    asked: list[tuple[str, str]] = []
+
+    async def worker_of(connector: str) -> None:
+        request = await layer.receive(query_channel(connector))
+        asked.append((connector, request["message_id"]))
+        await layer.send(request["reply_channel"], {"type": "query.result", "by": connector})
+
+    workers = [asyncio.ensure_future(worker_of(c)) for c in ("", "b")]
+    try:
+        assert await ask_smsc({"message_id": "100"}, 5, connector="b") == {
+            "type": "query.result",
+            "by": "b",
+        }
+        assert await ask_smsc({"message_id": "7"}, 5) == {"type": "query.result", "by": ""}
+        assert await ask_smsc({"message_id": "8"}, 0.2, connector="c") is None  # none bound
+        assert asked == [("b", "100"), ("", "7")]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

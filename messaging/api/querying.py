@@ -64,6 +64,8 @@ def query(params: dict, api_key: ApiKey | None = None) -> ApiAnswer:
     first_id = body["message_ids"][0] if body["message_ids"] else None
     if settings.SMPP_QUERY_SM and message.state not in FINAL_STATES and first_id:
         # No final receipt yet: ask the SMSC itself (query_sm), as the old server did.
+        # The SMSC that gave the id is the one to ask: the connector that took the part.
+        connector = message.parts.order_by("index").values_list("connector", flat=True)[0]
         smsc = async_to_sync(ask_smsc)(
             {
                 "message_id": first_id,
@@ -72,6 +74,7 @@ def query(params: dict, api_key: ApiKey | None = None) -> ApiAnswer:
                 "src_npi": message.src_npi,
             },
             settings.SMPP_QUERY_TIMEOUT,
+            connector,
         )
         if smsc and "message_state" in smsc and smsc.get("command_status") == 0:
             body["message_state"] = SMPP_STATE_NAMES.get(smsc["message_state"], "UNKNOWN")

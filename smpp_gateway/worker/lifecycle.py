@@ -181,7 +181,7 @@ class SMPPWorker:
 
     async def _answer_queries(self, session: SMPPSession) -> None:
         """/v1/query's questions, while bound (a method: tests make it die)."""
-        await answer_queries(session)
+        await answer_queries(session, self.config.connector)
 
     async def _drain(self, session: SMPPSession) -> None:
         """The answers to what is in flight (up to the response timeout), written; unbind."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from channels.layers import get_channel_layer
 
 from messaging import store
-from messaging.notify import QUERY_CHANNEL, publish
+from messaging.notify import publish, query_channel
 from messaging.store import Notifications
 from smpp.pdu import as_text
 from smpp.session import LinkError, SMPPSession
@@ -57,14 +57,16 @@ async def maintain(config: WorkerConfig, db: DatabaseThread, link: Link) -> None
             logger.exception("maintenance failed; trying again")
 
 
-async def answer_queries(session: SMPPSession) -> None:
-    """Serve /v1/query's questions to the SMSC (query_sm) while bound."""
+async def answer_queries(session: SMPPSession, connector: str = "") -> None:
+    """Serve /v1/query's questions about ``connector``'s messages to its SMSC
+    (query_sm) while bound."""
     layer = get_channel_layer()
     if layer is None:
         return
+    channel = query_channel(connector)
     while True:
         try:
-            request = await layer.receive(QUERY_CHANNEL)
+            request = await layer.receive(channel)
         except Exception:  # a broken channel layer (Redis down): not a dead worker
             logger.warning("could not read query requests; trying again", exc_info=True)
             await asyncio.sleep(1.0)
