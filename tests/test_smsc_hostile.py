@@ -176,13 +176,13 @@ def test_one_deliver_sm_the_store_refuses_never_takes_its_batch_down():
     worker = SMPPWorker(WorkerConfig.from_settings(session=session))
     writes = []
 
-    def write(items):
+    def write(items, connector):
         writes.append(len(items))
         if not all(item.good for item in items):
             raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
         return Notifications()
 
-    def down(items):
+    def down(items, connector):
         raise OperationalError("connection refused")
 
     items = [_Item(True), _Item(False), _Item(True)]

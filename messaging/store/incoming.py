@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from messaging.event_payloads import mo_payload
@@ -46,16 +47,7 @@ def store_fragments(
             _assemble([row], changes, default_alphabet)
         keys = {(r.src, r.dst, r.reference, r.total) for r in rows if r not in singles}
         for src, dst, reference, total in keys:
-            group = list(
-                IncomingFragment.objects.filter(
-                    incoming__isnull=True,
-                    src=src,
-                    dst=dst,
-                    reference=reference,
-                    total=total,
-                    connector=connector,
-                )
-            )
+            group = list(_open_parts(src, dst, reference, total, connector))
             if len({g.seq for g in group}) >= total:
                 _assemble(group, changes, default_alphabet)
         return changes.flush()
@@ -69,19 +61,23 @@ def assemble_stale_fragments(older_than: float, default_alphabet: str = "gsm7") 
         stale = IncomingFragment.objects.filter(incoming__isnull=True, received_at__lt=cutoff)
         keys = set(stale.values_list("src", "dst", "reference", "total", "connector"))
         for src, dst, reference, total, connector in keys:
-            group = list(
-                IncomingFragment.objects.select_for_update().filter(
-                    incoming__isnull=True,
-                    src=src,
-                    dst=dst,
-                    reference=reference,
-                    total=total,
-                    connector=connector,
-                )
-            )
+            group = list(_open_parts(src, dst, reference, total, connector).select_for_update())
             if group:
                 _assemble(group, changes, default_alphabet)
         return changes.flush()
+
+
+def _open_parts(src: str, dst: str, reference: int, total: int, connector: str) -> QuerySet:
+    """The parts of one long message not yet put together: one sender, one handset,
+    one reference, one SMSC."""
+    return IncomingFragment.objects.filter(
+        incoming__isnull=True,
+        src=src,
+        dst=dst,
+        reference=reference,
+        total=total,
+        connector=connector,
+    )
 
 
 def _assemble(rows: list[IncomingFragment], changes: StoreChanges, default_alphabet: str) -> None:
