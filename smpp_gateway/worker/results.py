@@ -62,7 +62,7 @@ class Pending:
         from here."""
         taken = (self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit])
         del self.outcomes[:limit], self.receipts[:limit], self.fragments[:limit]
-        self.awaited = False
+        self.awaited = self.awaited and bool(self.outcomes)  # one may still be left
         return taken
 
 
