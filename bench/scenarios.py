@@ -1,4 +1,4 @@
-"""The six measurements of issue 7, each on a fresh store.
+"""The six measurements of issue 7 (and issue 24's two connectors), each on a fresh store.
 
 Every scenario takes a prepared ``Stack`` (store migrated, nothing running),
 starts the service with the simulator settings it needs, measures, and stops
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 import time
 
 from bench.load import HttpConnection, SSEListener, percentile, run_wrk
-from bench.services import CpuMeter, Stack, cpu_seconds, peak_rss_mb
+from bench.services import PYTHON, ROOT, CpuMeter, Simulator, Stack, cpu_seconds, peak_rss_mb
 
 FAST_SMSC = {"receipt_delay": 0.0, "record_limit": 200_000}
 SEND_BODY = "src=bench&dst=5511900000001&text=hello+from+the+bench"
@@ -250,6 +251,74 @@ def window_bound(stack: Stack, seconds: float, delay: float = 0.05, window: int 
     }
 
 
+def two_connectors_bound(
+    stack: Stack, seconds: float, delay: float = 0.05, window: int = 100
+) -> dict:
+    """Issue 24: queued messages split between two connectors, each an SMSC answering in
+    ``delay`` s with ``window`` in flight; the bound is the sum of theirs."""
+    bound = 2 * window / delay
+    load_queued(stack, int(bound * (seconds + 15)))
+    # Every other message waits for the second connector (the route's choice, as stored).
+    stack.sql(["UPDATE messaging_message SET connector = 'second' WHERE id % 2 = 0"])
+    smsc = {**FAST_SMSC, "response_delay": delay, "max_window": window}
+    second = Simulator(stack.env, stack.tmp).start(**smsc)
+    try:
+        subprocess.run(
+            [
+                PYTHON,
+                "manage.py",
+                "connectors",
+                "add",
+                "second",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(second.port),
+                "--system-id",
+                "smsapi",
+                "--password-env",
+                "BENCH_SMSC_PASSWORD",
+                "--window",
+                str(window),
+            ],
+            cwd=ROOT,
+            env={**stack.env, "BENCH_SMSC_PASSWORD": "secret"},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        stack.start(smsc, SMPP_WINDOW=str(window))
+        try:
+
+            def accepted() -> int:
+                return stack.simulator.stats()["accepted"] + second.stats()["accepted"]
+
+            wait_for(lambda: accepted() > bound, timeout=30)  # past the start
+            time.sleep(1)
+            meter = CpuMeter(stack).start()
+            first, started = accepted(), time.monotonic()
+            each_first = second.stats()["accepted"]
+            time.sleep(seconds)
+            last, elapsed = accepted(), time.monotonic() - started
+            through_second = second.stats()["accepted"] - each_first
+            cpu = meter.stop()
+            violations = (
+                stack.simulator.stats()["window_violations"] + second.stats()["window_violations"]
+            )
+        finally:
+            stack.stop_service()
+    finally:
+        second.stop()
+    rate = (last - first) / elapsed
+    return {
+        "msg_per_s": round(rate, 1),
+        "bound_per_s": bound,
+        "share": round(rate / bound, 3),
+        "second_connector_share": round(through_second / max(1, last - first), 3),
+        "window_violations": violations,
+        "cpu_cores": cpu,
+    }
+
+
 # --- 6: memory with a million messages queued -----------------------------------------------
 
 
@@ -303,14 +372,14 @@ def load_queued(stack: Stack, count: int, chunk: int = 100_000) -> None:
                 "INSERT INTO messaging_message (src, src_ton, src_npi, dst, dst_ton, dst_npi, "
                 "text, encoding, requested_encoding, data_coding, ucs2_forced_by, parts_count, "
                 "register, priority, reference, callback_url, request_hash, state, "
-                "possibly_duplicated, notify_channel, created_at, updated_at) "
+                "possibly_duplicated, notify_channel, created_at, updated_at, connector) "
                 f"{prefix}SELECT 'bench', 0, 0, '55' || n, 0, 0, 'queued-' || n, 'gsm7', "
-                f"'auto', 0, '', 1, 'final', 0, '', '', '', 'queued', {false}, '', {now}, {now} "
-                f"FROM {numbers}",
+                f"'auto', 0, '', 1, 'final', 0, '', '', '', 'queued', {false}, '', {now}, {now}, "
+                f"'' FROM {numbers}",
                 'INSERT INTO messaging_messagepart (message_id, "index", short_message, '
                 "esm_class, use_payload, state, next_attempt_at, worker, attempts, bind_id, "
-                f"possibly_duplicated) SELECT m.id, 1, {blob}, 0, {false}, 'queued', {now}, '', "
-                f"0, '', {false} FROM messaging_message m WHERE m.id > {since}",
+                f"possibly_duplicated, connector) SELECT m.id, 1, {blob}, 0, {false}, 'queued', "
+                f"{now}, '', 0, '', {false}, '' FROM messaging_message m WHERE m.id > {since}",
                 "INSERT INTO messaging_statetransition (message_id, from_state, to_state, "
                 f"detail, at) SELECT m.id, '', 'queued', 'stored', {now} "
                 f"FROM messaging_message m WHERE m.id > {since}",

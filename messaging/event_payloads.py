@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypedDict
 
+from messaging.routing import public_name
+
 
 class StatusPayload(TypedDict):
     type: Literal["status"]
@@ -25,6 +27,7 @@ class StatusPayload(TypedDict):
     reference: str
     command_status: int | None
     error_code: int | None
+    connector: str  # the connector it goes through ("default": the SMPP_* settings')
 
 
 class ReceiptPayload(TypedDict):
@@ -39,6 +42,7 @@ class ReceiptPayload(TypedDict):
     part: int  # which part of the message (0-based)
     parts: int
     reference: str
+    connector: str  # whose SMSC sent the receipt
 
 
 class MoPayload(TypedDict):
@@ -51,6 +55,7 @@ class MoPayload(TypedDict):
     binary: str | None  # hex, when the message is binary
     parts: int
     complete: bool
+    connector: str  # whose SMSC delivered it
 
 
 class LinkPayload(TypedDict):
@@ -71,6 +76,7 @@ class _Message(Protocol):
     reference: str
     command_status: int | None
     error_code: int | None
+    connector: str
 
 
 def status_payload(
@@ -81,6 +87,7 @@ def status_payload(
     command_status: int | None,
     error_code: int | None,
     state: str,
+    connector: str = "",
 ) -> StatusPayload:
     """A message changed state (the worker's batches call this with row fields)."""
     return {
@@ -93,6 +100,7 @@ def status_payload(
         "reference": reference,
         "command_status": command_status,
         "error_code": error_code,
+        "connector": public_name(connector),
     }
 
 
@@ -106,6 +114,7 @@ def message_status_payload(message: _Message, state: str) -> StatusPayload:
         message.command_status,
         message.error_code,
         state,
+        message.connector,
     )
 
 
@@ -120,6 +129,7 @@ def receipt_payload(
     part: int,
     parts: int,
     reference: str,
+    connector: str = "",
 ) -> ReceiptPayload:
     """A delivery receipt for one part of our message ``message_id``."""
     return {
@@ -134,6 +144,7 @@ def receipt_payload(
         "part": part,
         "parts": parts,
         "reference": reference,
+        "connector": public_name(connector),
     }
 
 
@@ -146,6 +157,7 @@ def mo_payload(
     binary_hex: str,
     parts: int,
     complete: bool,
+    connector: str = "",
 ) -> MoPayload:
     """An incoming message, assembled (or given up on) from its fragments."""
     return {
@@ -158,6 +170,7 @@ def mo_payload(
         "binary": binary_hex or None,
         "parts": parts,
         "complete": complete,
+        "connector": public_name(connector),
     }
 
 

@@ -2,10 +2,11 @@
 
 Liveness only says that this process serves HTTP: restarting a server does not
 fix a dead database or SMSC, so a liveness probe must not depend on them.
-Readiness says whether the gateway can deliver now: the store answers and at
-least one worker holds a bind to the SMSC and has said so recently (a worker
+Readiness says whether the gateway can deliver now: the store answers, at
+least one worker holds a bind to an SMSC and has said so recently (a worker
 that was killed leaves its last state behind, so the heartbeat's age is what
-counts, not the state alone).
+counts, not the state alone), and every route has a connector with a bound
+link (``messaging.connectors.unserved_routes``; the check names those that have none).
 
 Readiness answers within a second whatever the store does: the store's checks
 run on a thread of their own and the answer is 503 after ``READINESS_TIMEOUT``
@@ -101,6 +102,12 @@ def any_worker_bound() -> bool:
     return LinkStatus.objects.filter(state=BOUND, heartbeat_at__gte=fresh_since()).exists()
 
 
+def bound_connectors() -> set[str]:
+    """Connectors with a link bound now (a recent heartbeat; a stalled link is not)."""
+    links = LinkStatus.objects.filter(state=BOUND, heartbeat_at__gte=fresh_since())
+    return set(links.values_list("connector", flat=True))
+
+
 @dataclass
 class Readiness:
     """The outcome of the readiness checks, each named with its verdict."""
@@ -160,7 +167,7 @@ def check_readiness() -> Readiness:
     ]
     if result.bound_workers:
         result.checks["smpp"] = "ok"
-        return result
+        return _check_routes(result)
     result.checks["smpp"] = "failed"
     if not links:
         result.error = "no SMPP worker has reported; is smpp_worker running?"
@@ -177,6 +184,26 @@ def check_readiness() -> Readiness:
         result.error = (
             f"no SMPP worker is bound (worker {latest.worker_id} is {latest.state}{detail})"
         )
+    return result
+
+
+def _check_routes(result: Readiness) -> Readiness:
+    """Ready only when every route has a bound connector; say which have none."""
+    # Imported here: the routing rules read the link state this module defines.
+    from messaging.connectors import unserved_routes
+
+    try:
+        unserved = unserved_routes(bound_connectors())
+    except DatabaseError:
+        logger.warning("readiness: could not read the routes", exc_info=True)
+        result.checks["routes"] = "unknown"
+        result.error = "the routes could not be read"
+        return result
+    if unserved:
+        result.checks["routes"] = "failed"
+        result.error = f"no connector bound for route(s): {', '.join(unserved)}"
+    else:
+        result.checks["routes"] = "ok"
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from messaging.states import State
@@ -21,6 +22,8 @@ class ApiKey(models.Model):
     # Shared secret for signing webhooks (HMAC-SHA256); it must be readable to sign.
     webhook_secret = models.CharField(max_length=64, blank=True, default="")
     receive_incoming = models.BooleanField(default=True)  # sees mobile-originated messages
+    # May create, change and remove connectors and routes (/v1/connectors, /v1/routes).
+    manage_connectors = models.BooleanField(default=False)
 
     class Meta:
         verbose_name = "API key"
@@ -302,6 +305,134 @@ class ConcatReference(models.Model):
         return f"next reference for {self.dst}: {self.next_value}"
 
 
+# --- SMSC connectors and routes (messaging.connectors, messaging.routing) ----------------------
+
+
+MAX_BINDS = 32
+# A connector's name: what routes, messages, metrics and logs call it. "default" is
+# the SMPP_* settings' connector (stored as "").
+connector_name_validator = RegexValidator(
+    r"\A(?!default\Z)[a-z0-9][a-z0-9_-]{0,63}\Z",
+    "lower-case letters, digits, '-' and '_', starting with a letter or digit; "
+    "not 'default' (the SMPP_* settings' connector)",
+)
+_TON = MaxValueValidator(6)  # SMPP 3.4 5.2.5
+_NPI = MaxValueValidator(18)  # SMPP 3.4 5.2.6
+
+
+class Connector(models.Model):
+    """An SMSC the gateway sends through, managed live (admin, /v1/connectors, a command).
+
+    The environment's ``SMPP_*`` settings are one more connector, the default
+    (stored name "", shown as "default"), which is not a row. The running
+    worker(s) bind every enabled connector within seconds of a change
+    (``smpp_gateway.worker.fleet``). The password must be readable to bind; it is
+    never shown back (the admin, the API and the command show whether one is set).
+    """
+
+    class BindMode(models.TextChoices):
+        TRANSCEIVER = "transceiver"
+        TRANSMITTER_RECEIVER = "tx_rx", "transmitter + receiver pair"
+
+    name = models.CharField(max_length=64, unique=True, validators=[connector_name_validator])
+    enabled = models.BooleanField(default=True)
+    host = models.CharField(max_length=253)
+    port = models.PositiveIntegerField(
+        default=2775, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    tls = models.BooleanField(default=False)
+    tls_insecure = models.BooleanField(default=False)  # skip certificate checks (testing only)
+    tls_ca = models.CharField(max_length=500, blank=True, default="")  # PEM file of the CA
+    system_id = models.CharField(max_length=15)
+    password = models.CharField(max_length=8, blank=True, default="")
+    system_type = models.CharField(max_length=12, blank=True, default="")
+    bind_mode = models.CharField(max_length=16, choices=BindMode.choices, default="transceiver")
+    # Sessions (or transmitter + receiver pairs) held at once.
+    binds = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_BINDS)]
+    )
+    window = models.PositiveIntegerField(  # submits in flight per bind
+        default=100, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
+    )
+    # submit_sm a second per bind; 0: no limit
+    max_rate = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    enquire_link_interval = models.FloatField(default=10.0, validators=[MinValueValidator(1.0)])
+    response_timeout = models.FloatField(default=10.0, validators=[MinValueValidator(0.5)])
+    link_timeout = models.FloatField(default=30.0, validators=[MinValueValidator(1.0)])
+    # Addressing this SMSC wants, whatever the message says (null: as the message says).
+    source_ton = models.PositiveSmallIntegerField(null=True, blank=True, validators=[_TON])
+    source_npi = models.PositiveSmallIntegerField(null=True, blank=True, validators=[_NPI])
+    dest_ton = models.PositiveSmallIntegerField(null=True, blank=True, validators=[_TON])
+    dest_npi = models.PositiveSmallIntegerField(null=True, blank=True, validators=[_NPI])
+    # Down (no bound link) or refusing for this long: its queued messages fail over.
+    failover_after = models.FloatField(default=30.0, validators=[MinValueValidator(1.0)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Route(models.Model):
+    """One routing rule (``messaging.routing.Route``), tried in ``position`` order.
+
+    Lists are kept as comma-separated text (readable in the admin and the
+    command); ``messaging.connectors.route_from_row`` checks a row read back.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    position = models.IntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    dst_prefixes = models.CharField(max_length=1000, blank=True, default="")
+    dst_pattern = models.CharField(max_length=200, blank=True, default="")
+    sources = models.CharField(max_length=1000, blank=True, default="")
+    api_keys = models.ManyToManyField(ApiKey, blank=True, related_name="routes")
+    connectors = models.CharField(max_length=1000)  # names in order of preference
+    weights = models.CharField(max_length=200, blank=True, default="")  # one per connector
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BindClaim(models.Model):
+    """Which worker process holds which bind of a connector (several workers on
+    PostgreSQL: ``messaging.store.bind_claims``). A claim not renewed before
+    ``lease_until`` is free for another worker to take."""
+
+    connector = models.CharField(max_length=64)
+    bind_index = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=16)  # transceiver, transmitter, receiver
+    owner = models.CharField(max_length=64)  # the holding worker process (fleet id)
+    lease_until = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector", "bind_index", "kind"], name="one_bind_claim"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connector or 'default'} bind {self.bind_index} ({self.kind}): {self.owner}"
+
+
+class WorkerPresence(models.Model):
+    """A worker process that shares the binds, and when it last said so."""
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
 class LinkStatus(models.Model):
     """The state of each worker's SMPP bind, for /healthz and the dashboard."""
 
@@ -309,6 +440,8 @@ class LinkStatus(models.Model):
     state = models.CharField(max_length=16)  # connecting, bound, disconnected, stopped
     detail = models.CharField(max_length=200, blank=True, default="")
     smsc = models.CharField(max_length=200, blank=True, default="")
+    connector = models.CharField(max_length=64, blank=True, default="")  # "": the default
+    bind_index = models.PositiveSmallIntegerField(default=0)  # which bind of the connector
     changed_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField()
     # How the SMSC treats the worker's submits (messaging.health.LinkHealth), written

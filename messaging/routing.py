@@ -14,8 +14,7 @@ message's own key, so that the same message always draws the same connector
 and a run of messages splits as the weights say.
 
 Kannel's ``allowed-smsc-id``/``preferred-smsc-id`` and Jasmin's MT routes by
-destination prefix, source and user map onto these fields (docs/routing.md,
-once the worker sends through several connectors; not yet: issue 24 is open).
+destination prefix, source and user map onto these fields (docs/routing.md).
 """
 
 from __future__ import annotations
@@ -26,6 +25,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAX_WEIGHT = 1_000_000
+
+# The environment's SMPP_* settings are the default connector: stored as "" (every
+# row written before connectors existed says so), called "default" wherever a
+# person reads or writes its name.
+DEFAULT_CONNECTOR = ""
+DEFAULT_CONNECTOR_LABEL = "default"
+
+
+def public_name(stored: str) -> str:
+    """The name a person reads ("default" for the SMPP_* settings' connector)."""
+    return stored or DEFAULT_CONNECTOR_LABEL
+
+
+def stored_name(public: str) -> str:
+    """The name the store keeps (see ``public_name``)."""
+    return DEFAULT_CONNECTOR if public == DEFAULT_CONNECTOR_LABEL else public
 
 
 @dataclass(frozen=True)

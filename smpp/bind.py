@@ -1,7 +1,7 @@
 """Opening a link to an SMSC: the TCP (or TLS) connection and the answer to our bind.
 
-``SMPPSession.open`` sends the bind_transceiver; what comes back before the
-bind_transceiver_resp is read here, since an SMSC may speak first (an
+``SMPPSession.open`` sends the bind (transceiver, transmitter or receiver); what
+comes back before its response is read here, since an SMSC may speak first (an
 enquire_link, a deliver_sm it has waiting), and many SMSCs close the
 connection instead of answering a bind they refuse.
 """
@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from smpp.command_status import ESME_RBINDFAIL, ESME_RINVBNDSTS, ESME_RX_T_APPN, status_name
 from smpp.constants import (
+    BIND_RECEIVER_RESP,
     BIND_TRANSCEIVER_RESP,
+    BIND_TRANSMITTER_RESP,
     DATA_SM,
     DELIVER_SM,
     ENQUIRE_LINK,
@@ -37,6 +39,12 @@ logger = logging.getLogger("smpp.session")
 # PDUs the SMSC may send before its bind response (answered or ignored); beyond, the
 # link is given up (a peer talking that much without binding us is not an SMSC).
 MAX_PDUS_BEFORE_BIND_RESP = 100
+# SessionConfig.bind_kind -> the response its bind_<kind> gets.
+BIND_RESPONSES = {
+    "transceiver": BIND_TRANSCEIVER_RESP,
+    "transmitter": BIND_TRANSMITTER_RESP,
+    "receiver": BIND_RECEIVER_RESP,
+}
 # What an SMSC that closes the connection instead of answering a bind usually means.
 BIND_UNANSWERED_CAUSES = (
     "the usual causes: a wrong SMPP_PASSWD, SMPP_USER or SMPP_SYSTEM_TYPE, a source "
@@ -96,7 +104,10 @@ NO_BIND_ANSWER = (TimeoutError, OSError, asyncio.IncompleteReadError, PDUFormatE
 
 
 async def read_bind_response(
-    reader: asyncio.StreamReader, write: Callable[[bytes], None], sequence: int
+    reader: asyncio.StreamReader,
+    write: Callable[[bytes], None],
+    sequence: int,
+    response_id: int = BIND_TRANSCEIVER_RESP,
 ) -> int:
     """Read until the answer to our bind (sequence ``sequence``); its status.
 
@@ -109,9 +120,9 @@ async def read_bind_response(
     for _ in range(MAX_PDUS_BEFORE_BIND_RESP):
         data = await read_pdu(reader)
         _, command_id, status, seq = peek_header(data)
-        if command_id == BIND_TRANSCEIVER_RESP or (command_id == GENERIC_NACK and seq == sequence):
+        if command_id == response_id or (command_id == GENERIC_NACK and seq == sequence):
             # A refusal without a status says nothing: take it as bad credentials.
-            if status or command_id == BIND_TRANSCEIVER_RESP:
+            if status or command_id == response_id:
                 return status
             return ESME_RBINDFAIL
         if command_id & RESPONSE_BIT:

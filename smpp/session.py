@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 from smpp.bind import (
+    BIND_RESPONSES,
     NO_BIND_ANSWER,
     BindRefused,
     BindUnanswered,
@@ -116,14 +117,17 @@ class SMPPSession:
     # --- opening and closing --------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect and bind as a transceiver; raises LinkError or BindRefused."""
+        """Connect and bind (as ``bind_kind`` says); raises LinkError or BindRefused."""
         cfg = self.config
+        response_id = BIND_RESPONSES.get(cfg.bind_kind)
+        if response_id is None:
+            raise ValueError(f"unknown bind kind {cfg.bind_kind!r}")
         self._reader, self._writer = await connect(cfg)
         self._out.transport = self._writer.transport
         seq = self._next_sequence()
         self._write(
             encode_pdu(
-                "bind_transceiver",
+                f"bind_{cfg.bind_kind}",
                 seq,
                 system_id=cfg.system_id,
                 password=cfg.password,
@@ -133,7 +137,8 @@ class SMPPSession:
         )
         try:
             status = await asyncio.wait_for(
-                read_bind_response(self._reader, self._write, seq), cfg.response_timeout
+                read_bind_response(self._reader, self._write, seq, response_id),
+                cfg.response_timeout,
             )
         except NO_BIND_ANSWER as exc:
             self._abort()

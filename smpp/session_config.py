@@ -14,6 +14,7 @@ class SessionConfig:
     system_id: str
     password: str
     system_type: str = ""
+    bind_kind: str = "transceiver"  # or "transmitter" (submits only), "receiver" (delivers only)
     tls: bool = False
     tls_insecure: bool = False
     tls_ca: str = ""

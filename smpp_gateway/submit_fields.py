@@ -24,8 +24,11 @@ def relative_validity(until: datetime, now: datetime | None = None) -> str:
     return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{seconds:02d}000R"
 
 
-def submit_fields(part: ClaimedPart, now: datetime | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``encode_pdu("submit_sm", ...)``."""
+def submit_fields(
+    part: ClaimedPart, now: datetime | None = None, overrides: tuple[tuple[str, int], ...] = ()
+) -> dict[str, Any]:
+    """Keyword arguments for ``encode_pdu("submit_sm", ...)``; ``overrides``: fields
+    the connector sets whatever the message says (``WorkerConfig.submit_overrides``)."""
     fields: dict[str, Any] = {
         "source_addr_ton": part.src_ton,
         "source_addr_npi": part.src_npi,
@@ -48,4 +51,6 @@ def submit_fields(part: ClaimedPart, now: datetime | None = None) -> dict[str, A
         fields["sar_msg_ref_num"], fields["sar_total_segments"], fields["sar_segment_seqnum"] = (
             part.sar
         )
+    if overrides:
+        fields.update(overrides)
     return fields

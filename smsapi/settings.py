@@ -286,6 +286,13 @@ SMPP_QUERY_SM = env_bool("SMPP_QUERY_SM", True)  # /v1/query asks the SMSC when 
 SMPP_QUERY_TIMEOUT = env_float("SMPP_QUERY_TIMEOUT", 2.0)
 SMPP_MAX_RATE = env_float("SMPP_MAX_RATE", 0.0)  # submit_sm per second for this bind; 0: no limit
 SMPP_MAX_ATTEMPTS = env_int("SMPP_MAX_ATTEMPTS", 10)  # tries of one part before it fails
+# The SMPP_* settings are the default connector (docs/routing.md); off: only stored ones.
+SMPP_DEFAULT_CONNECTOR = env_bool("SMPP_DEFAULT_CONNECTOR", True)
+SMPP_BINDS = env_int("SMPP_BINDS", 1)  # sessions the default connector holds at once
+# A connector down (or refusing) this long: its queued messages move to the next one.
+SMPP_FAILOVER_AFTER = env_float("SMPP_FAILOVER_AFTER", 30.0)
+# Seconds between two reads of the stored connectors by the worker(s).
+SMPP_CONNECTOR_RELOAD = env_float("SMPP_CONNECTOR_RELOAD", 2.0)
 
 # --- Sending ----------------------------------------------------------------
 SMS_MAX_PARTS = env_int("SMS_MAX_PARTS", 10)

@@ -37,6 +37,17 @@ def _close_the_async_tests_connection(django_db_setup) -> Iterator[None]:
     INTAKE_THREAD.submit(connections.close_all).result()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_routing() -> Iterator[None]:
+    """Each test reads the routes its own store holds (the API caches them a second)."""
+    from messaging.connectors import ConnectorAvailability, routing_cache
+
+    routing_cache.forget()
+    routing_cache.availability = ConnectorAvailability(routing_cache.clock)
+    yield
+    routing_cache.forget()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

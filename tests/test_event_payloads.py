@@ -31,12 +31,19 @@ def test_each_builder_gives_its_schema_in_its_order():
     assert event_payloads.link_payload_of({"type": "link.state", **link}) == link
 
 
+def test_every_payload_names_its_connector_as_people_call_it():
+    uk = event_payloads.status_payload(7, "bart", "lisa", "r1", None, 0, "delivered", "uk")
+    receipt = event_payloads.receipt_payload("l", "b", "t", 7, "a", "DELIVRD", 0, 1, 2, "", "uk")
+    mo = event_payloads.mo_payload(3, "lisa", "bart", "hi", 0, "", 1, True, "")
+    assert (uk["connector"], receipt["connector"], mo["connector"]) == ("uk", "uk", "default")
+
+
 def test_clients_see_the_leading_keys_first_then_at_and_event_id():
     payload = event_payloads.status_payload(7, "bart", "lisa", "r1", None, 0, "delivered")
     view = event_payloads.client_view("status", payload, NOW, 41)
     assert json.dumps(view, separators=(",", ":")) == (
         '{"src":"bart","dst":"lisa","text":"","type":"status","id":"7","state":"delivered",'
-        '"reference":"r1","command_status":null,"error_code":0,'
+        '"reference":"r1","command_status":null,"error_code":0,"connector":"default",'
         '"at":"2026-01-02T03:04:05+00:00","event_id":41}'
     )
     assert event_payloads.client_view("mo", None, None, 1) == {

@@ -96,7 +96,7 @@ def test_ready_with_a_bound_worker_and_a_fresh_heartbeat(client):
         assert response.status_code == 200
         assert response.json() == {
             "status": "ok",
-            "checks": {"database": "ok", "smpp": "ok"},
+            "checks": {"database": "ok", "smpp": "ok", "routes": "ok"},
             "bound_workers": ["w1"],
         }
 
@@ -131,9 +131,11 @@ def test_store_metrics_follow_the_worker(client):
     samples = scrape(client)
     assert value(samples, "smsapi_window_in_use", worker_id="w1") == 2
     assert value(samples, "smsapi_queue_depth") == 0
-    assert value(samples, "smsapi_link_up", worker_id="w1", smsc="127.0.0.1:2775") == 1
-    assert value(samples, "smsapi_link_state", worker_id="w1", state="bound") == 1
-    assert value(samples, "smsapi_link_state", worker_id="w1", state="disconnected") == 0
+    labels = {"worker_id": "w1", "connector": "default", "bind": "0"}
+    assert value(samples, "smsapi_link_up", **labels, smsc="127.0.0.1:2775") == 1
+    assert value(samples, "smsapi_link_state", **labels, state="bound") == 1
+    assert value(samples, "smsapi_link_state", **labels, state="disconnected") == 0
+    assert value(samples, "smsapi_connector_links_bound", connector="default") == 1
     assert value(samples, "smsapi_workers_bound") == 1
 
     first, second = sorted(claimed, key=lambda c: c.message_id)
@@ -167,8 +169,9 @@ def test_a_silent_worker_is_reported_down(client, settings):
     settings.HEALTH_HEARTBEAT_MAX_AGE = 15
     link("w1", "bound", heartbeat_age=60)
     samples = scrape(client)
-    assert value(samples, "smsapi_link_up", worker_id="w1", smsc="127.0.0.1:2775") == 0
-    assert value(samples, "smsapi_link_heartbeat_age_seconds", worker_id="w1") >= 60
+    labels = {"worker_id": "w1", "connector": "default", "bind": "0"}
+    assert value(samples, "smsapi_link_up", **labels, smsc="127.0.0.1:2775") == 0
+    assert value(samples, "smsapi_link_heartbeat_age_seconds", **labels) >= 60
     assert value(samples, "smsapi_workers_bound") == 0
 
 

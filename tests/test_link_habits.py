@@ -170,9 +170,10 @@ def test_throttling_is_summarised_in_the_log_and_shown_in_metrics_and_status(
         )
         time.sleep(1.2)  # a heartbeat after the last answer
         samples = scrape(client)
-        throttled = samples[("smsapi_link_throttled_total", (("worker_id", worker_id),))]
+        labels = (("bind", "0"), ("connector", "default"), ("worker_id", worker_id))
+        throttled = samples[("smsapi_link_throttled_total", labels)]
         assert throttled == simulator.stats()["throttled"]
-        assert samples[("smsapi_link_rate_limit", (("worker_id", worker_id),))] > 0
+        assert samples[("smsapi_link_rate_limit", labels)] > 0
         (link,) = client.get("/v1/status").json()["link"]
         assert link["health"]["throttled"] == throttled and link["health"]["rate"] > 0
         assert link["detail"] == f"127.0.0.1:{simulator.port} as smsapi"
@@ -193,7 +194,8 @@ def test_queue_full_is_summarised_and_counted(worker_on, caplog, client):
         (link,) = client.get("/v1/status").json()["link"]
         assert link["health"]["queue_full"] == 10 and link["state"] == "bound"
         samples = scrape(client)
-        assert samples[("smsapi_link_queue_full_total", (("worker_id", worker_id),))] == 10
+        labels = (("bind", "0"), ("connector", "default"), ("worker_id", worker_id))
+        assert samples[("smsapi_link_queue_full_total", labels)] == 10
         # The session takes submits again after 3 s: sent again after their delay (10 s).
         wait_until(lambda: delivered(ids), timeout=40)
         assert simulator.stats()["binds"] == 1  # busy for a moment is not stalled

@@ -28,6 +28,7 @@ from messaging.admin.base import (
     status_label,
 )
 from messaging.models import (
+    Connector,
     Event,
     IncomingFragment,
     IncomingMessage,
@@ -38,6 +39,7 @@ from messaging.models import (
     StateTransition,
 )
 from messaging.operator_actions import cancel_queued, resend_failed
+from messaging.routing import DEFAULT_CONNECTOR, public_name, stored_name
 from messaging.states import State
 from smpp.smsc_ids import match_keys
 
@@ -113,7 +115,31 @@ class ReceiptStatFilter(admin.SimpleListFilter):
 # --- messages ---------------------------------------------------------------------------
 
 
-class PartInline(ReadOnlyInline):
+class ConnectorColumn:
+    """The connector of a message, part, incoming message or link, as people call it."""
+
+    @admin.display(description="connector", ordering="connector")
+    def connector_name(self, record) -> str:
+        return public_name(record.connector)
+
+
+class ConnectorFilter(admin.SimpleListFilter):
+    """By connector: the choices come from the connectors table, not from a scan
+    of the messages."""
+
+    title = "connector"
+    parameter_name = "connector"
+
+    def lookups(self, request, model_admin):
+        names = [DEFAULT_CONNECTOR, *Connector.objects.values_list("name", flat=True)]
+        return [(public_name(name), public_name(name)) for name in names]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(connector=stored_name(value))
+
+
+class PartInline(ConnectorColumn, ReadOnlyInline):
     model = MessagePart
     fields = readonly_fields = [
         "index",
@@ -124,6 +150,7 @@ class PartInline(ReadOnlyInline):
         "attempts",
         "possibly_duplicated",
         "worker",
+        "connector_name",
         "bind_id",
         "sequence_number",
         "next_attempt_at",
@@ -183,7 +210,7 @@ class TimelineInline(ReadOnlyInline):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageAdmin(ConnectorColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "state_label",
@@ -192,13 +219,20 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "parts_count",
         "encoding",
         "smsc_ids",
+        "connector_name",
         "created_at",
         "final_at",
         "status",
     ]
     # A date filter rather than a date hierarchy: the hierarchy's links cost a
     # DISTINCT over the whole table on every page.
-    list_filter = ["state", CommandStatusFilter, "possibly_duplicated", "created_at"]
+    list_filter = [
+        "state",
+        CommandStatusFilter,
+        ConnectorFilter,
+        "possibly_duplicated",
+        "created_at",
+    ]
     search_help_text = (
         "Exact destination, reference, SMSC id or our id; when none matches, any part of "
         "the text (slow on a big store)."
@@ -228,12 +262,20 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
         (
             "Delivery",
-            {"fields": ["register", "priority", "schedule_at", "validity_until"]},
+            {
+                "fields": [
+                    "connector_name",
+                    "register",
+                    "priority",
+                    "schedule_at",
+                    "validity_until",
+                ]
+            },
         ),
         ("Client", {"fields": ["reference", "callback_url", "idempotency_key"]}),
         ("Times", {"fields": ["created_at", "updated_at", "submitted_at", "final_at"]}),
     ]
-    readonly_fields = ["state_label", "status"]
+    readonly_fields = ["state_label", "status", "connector_name"]
 
     def get_queryset(self, request):
         # Only what the list shows of each part; the page's parts come in one query.
@@ -312,7 +354,7 @@ class FragmentInline(ReadOnlyInline):
 
 
 @admin.register(IncomingMessage)
-class IncomingMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class IncomingMessageAdmin(ConnectorColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "src",
@@ -321,6 +363,7 @@ class IncomingMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "parts_received",
         "parts_expected",
         "complete",
+        "connector_name",
         "received_at",
     ]
     list_filter = ["complete", "received_at"]
@@ -383,8 +426,17 @@ class ReceiptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(LinkStatus)
-class LinkStatusAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["worker_id", "state_label", "smsc", "detail", "changed_at", "heartbeat_at"]
+class LinkStatusAdmin(ConnectorColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "worker_id",
+        "connector_name",
+        "bind_index",
+        "state_label",
+        "smsc",
+        "detail",
+        "changed_at",
+        "heartbeat_at",
+    ]
     list_filter = ["state"]
     ordering = ["-heartbeat_at"]
 

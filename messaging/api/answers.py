@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messaging.models import Message
+from messaging.routing import public_name
 from messaging.states import State
 from smpp.command_status import status_name, status_text
 
@@ -31,6 +32,7 @@ def answer_for(message: Message, smsc_ids: list[str | None]) -> ApiAnswer:
         "parts": message.parts_count,
         "encoding": message.encoding,
         "message_ids": smsc_ids,
+        "connector": public_name(message.connector),
     }
     if message.ucs2_forced_by:
         body["ucs2_forced_by"] = list(message.ucs2_forced_by)
@@ -69,6 +71,7 @@ def accepted(message: Message) -> ApiAnswer:
             "parts": message.parts_count,
             "encoding": message.encoding,
             "message_ids": [None] * message.parts_count,
+            "connector": public_name(message.connector),
         },
     )
 

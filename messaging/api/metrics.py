@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
@@ -33,6 +34,7 @@ from rest_framework.views import APIView
 from messaging.api.openapi import metrics_schema
 from messaging.health import BOUND, STALLED, LinkHealth, heartbeat_max_age
 from messaging.models import Event, IncomingFragment, LinkStatus, Message, MessagePart, Receipt
+from messaging.routing import public_name
 from messaging.states import State
 from smpp.command_status import ESME_RTHROTTLED
 
@@ -43,6 +45,12 @@ LATENCY_SAMPLES = 10_000  # newest rows looked at, at most
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 LINK_REPORT_WINDOW = 3600.0  # workers silent for longer are gone: not reported
 LINK_STATES = ("connecting", BOUND, STALLED, "disconnected", "stopped")
+# Every per-link family is labelled with the link's worker, connector and bind.
+LINK_LABELS = ["worker_id", "connector", "bind"]
+
+
+def link_labels(link: LinkStatus) -> list[str]:
+    return [link.worker_id, public_name(link.connector), str(link.bind_index)]
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -133,6 +141,20 @@ class StoreCollector(Collector):
             "Parts queued and due now: waiting for a free window slot.",
             value=queued.filter(next_attempt_at__lte=now).count(),
         )
+        waiting = (
+            queued.filter(next_attempt_at__lte=now)
+            .order_by()
+            .values_list("message__connector")
+            .annotate(n=Count("id"))
+        )
+        by_connector = GaugeMetricFamily(
+            "smsapi_connector_queue_depth",
+            "Parts queued and due now, by the connector they wait for.",
+            labels=["connector"],
+        )
+        for connector, count in sorted(waiting):
+            by_connector.add_metric([public_name(connector)], count)
+        yield by_connector
         yield GaugeMetricFamily(
             "smsapi_parts_deferred",
             "Parts queued for later: scheduled messages and retries after a delay.",
@@ -163,38 +185,49 @@ class StoreCollector(Collector):
         fresh_since = now - timedelta(seconds=heartbeat_max_age())
         up = GaugeMetricFamily(
             "smsapi_link_up",
-            "1 when the worker is bound to the SMSC and its heartbeat is fresh.",
-            labels=["worker_id", "smsc"],
+            "1 when the link (one bind) is bound to its SMSC and its heartbeat is fresh.",
+            labels=[*LINK_LABELS, "smsc"],
         )
         state = GaugeMetricFamily(
             "smsapi_link_state",
-            "The state each worker last reported (1 for its current state).",
-            labels=["worker_id", "state"],
+            "The state each link last reported (1 for its current state).",
+            labels=[*LINK_LABELS, "state"],
         )
         age = GaugeMetricFamily(
             "smsapi_link_heartbeat_age_seconds",
-            "Seconds since each worker last said it was alive.",
-            labels=["worker_id"],
+            "Seconds since each link's worker last said it was alive.",
+            labels=LINK_LABELS,
+        )
+        per_connector = GaugeMetricFamily(
+            "smsapi_connector_links_bound",
+            "Links bound with a fresh heartbeat, by connector.",
+            labels=["connector"],
         )
         bound = 0
+        bound_by_connector: Counter[str] = Counter()
         for link in links:
             is_up = link.state == BOUND and link.heartbeat_at >= fresh_since
             bound += is_up
-            up.add_metric([link.worker_id, link.smsc], int(is_up))
+            bound_by_connector[public_name(link.connector)] += is_up
+            labels = link_labels(link)
+            up.add_metric([*labels, link.smsc], int(is_up))
             for name in LINK_STATES:
-                state.add_metric([link.worker_id, name], int(link.state == name))
-            age.add_metric([link.worker_id], (now - link.heartbeat_at).total_seconds())
+                state.add_metric([*labels, name], int(link.state == name))
+            age.add_metric(labels, (now - link.heartbeat_at).total_seconds())
+        for connector, count in sorted(bound_by_connector.items()):
+            per_connector.add_metric([connector], count)
         yield up
         yield state
         yield age
+        yield per_connector
         yield GaugeMetricFamily(
-            "smsapi_workers_bound", "Workers bound to the SMSC with a fresh heartbeat.", value=bound
+            "smsapi_workers_bound", "Links bound to an SMSC with a fresh heartbeat.", value=bound
         )
         yield from self._link_health(links)
 
     def _link_health(self, links: list[LinkStatus]) -> Iterator[Metric]:
         """How the SMSC treats each worker's submits, as its last heartbeat said."""
-        label = ["worker_id"]
+        label = LINK_LABELS
         families = {
             "throttled": CounterMetricFamily(
                 "smsapi_link_throttled",
@@ -239,7 +272,7 @@ class StoreCollector(Collector):
             if health is None:
                 continue
             for name, family in families.items():
-                family.add_metric([link.worker_id], getattr(health, name))
+                family.add_metric(link_labels(link), getattr(health, name))
         yield from families.values()
 
     def _receipts_and_incoming(self) -> Iterator[Metric]:

@@ -50,6 +50,9 @@ class SendAnswerSerializer(serializers.Serializer):
     message_ids = serializers.ListField(
         child=serializers.CharField(allow_null=True), help_text="The SMSC's id of each part."
     )
+    connector = serializers.CharField(
+        help_text='The SMSC connector its route chose ("default": the SMPP_* settings\').'
+    )
     ucs2_forced_by = serializers.ListField(
         child=serializers.CharField(),
         required=False,
@@ -128,6 +131,10 @@ class StatusLinkSerializer(serializers.Serializer):
         help_text="connecting, bound, disconnected, stalled, failed or stopped."
     )
     worker_id = serializers.CharField(required=False, help_text="Only with details (see below).")
+    connector = serializers.CharField(
+        required=False, help_text='The connector of the bind ("default": the SMPP_* settings\').'
+    )
+    bind = serializers.IntegerField(required=False, help_text="Which of its binds (from 0).")
     detail = serializers.CharField(required=False)
     smsc = serializers.CharField(required=False, help_text="host:port the worker binds to.")
     changed_at = serializers.DateTimeField(required=False)
@@ -138,7 +145,7 @@ class StatusLinkSerializer(serializers.Serializer):
 class StatusSerializer(serializers.Serializer):
     link = StatusLinkSerializer(
         many=True,
-        help_text="One entry per worker; a cleanly stopped worker is left out once another "
+        help_text="One entry per bind (link); a cleanly stopped one is left out once another "
         "has reported, or after HEALTH_HEARTBEAT_MAX_AGE seconds.",
     )
     counts = serializers.DictField(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -31,9 +32,11 @@ from messaging.api.intake import message_intake
 from messaging.api.serializers import SendSerializer, send_serializer
 from messaging.api.smsc_answers import SmscAnswers, smsc_answers
 from messaging.api_keys import scoped_idempotency_key
+from messaging.connectors import RoutingState, Unroutable, routing_cache
 from messaging.models import ApiKey, Message
 from messaging.notify import ring_worker
 from messaging.orm_thread import in_db_thread
+from messaging.routing import MessageFacts, public_name
 from messaging.store import NewMessage, create_messages
 
 logger = logging.getLogger(__name__)
@@ -107,6 +110,12 @@ async def send(
     wait = params.get("wait", 0.0) if params.get("schedule") is None else 0.0
     answers = await _smsc_answers_within(wait)
     new = serializer.new_message(idempotency_key, request_hash, _owner_id(api_key), data=params)
+    try:
+        routing_state = await routing_cache.aget()
+    except DatabaseError as exc:
+        return _store_unavailable(exc)
+    if (refusal := _route(new, routing_state)) is not None:
+        return refusal
     if answers is not None:
         try:
             new.notify_channel = await answers.prepare()
@@ -186,6 +195,21 @@ async def _answer_when_stored(message: Message, answers, wait: float) -> ApiAnsw
     return answer_for(message, smsc_ids)
 
 
+def _route(new: NewMessage, state: RoutingState) -> ApiAnswer | None:
+    """Choose the connector ``new`` goes through (``new.connector``); the 400 when
+    no route takes it. The weighted split draws with the Idempotency-Key when there
+    is one (a retry draws alike), else at random."""
+    facts = MessageFacts(new.dst, new.src, new.api_key_id)
+    try:
+        choice = state.choose(facts, new.idempotency_key or secrets.token_hex(8))
+    except Unroutable as exc:
+        return ApiAnswer(
+            400, {"error": f'{exc} (to "{new.dst}", from "{new.src}"); nothing was stored'}
+        )
+    new.connector = choice.connector
+    return None
+
+
 def _store_unavailable(exc: BaseException) -> ApiAnswer:
     logger.error("the message store is unavailable: %s", exc)
     return ApiAnswer(503, {"error": STORE_UNAVAILABLE})
@@ -223,7 +247,11 @@ def send_batch(
         )
     except DatabaseError as exc:
         return _store_unavailable(exc)
-    results, new_items = _sort_items(items, keys, earlier, _owner_id(api_key))
+    try:
+        routing_state = routing_cache.get()
+    except DatabaseError as exc:
+        return _store_unavailable(exc)
+    results, new_items = _sort_items(items, keys, earlier, _owner_id(api_key), routing_state)
     if new_items:
         try:
             outcomes = _store_items(new_items)
@@ -242,7 +270,11 @@ _NewItem = tuple[int, NewMessage, str]
 
 
 def _sort_items(
-    items: list, keys: list[str | None], earlier: dict[str, Message], owner: int | None
+    items: list,
+    keys: list[str | None],
+    earlier: dict[str, Message],
+    owner: int | None,
+    routing_state: RoutingState,
 ) -> tuple[list[dict], list[_NewItem]]:
     """Each item's result where it is known already (refused, or replayed for an
     Idempotency-Key used before; an empty dict in its place otherwise), and the
@@ -264,10 +296,12 @@ def _sort_items(
             answer = replay(earlier[key], request_hash)
             results.append({"http_status": answer.status, **answer.body})
             continue
+        new = serializer.new_message(key, request_hash, owner, data=data)
+        if (refusal := _route(new, routing_state)) is not None:
+            results.append({"http_status": refusal.status, **refusal.body})
+            continue
         results.append({})
-        new_items.append(
-            (position, serializer.new_message(key, request_hash, owner, data=data), request_hash)
-        )
+        new_items.append((position, new, request_hash))
     return results, new_items
 
 
@@ -297,6 +331,7 @@ def _queued(message: Message) -> dict:
         "status": message.state,
         "parts": message.parts_count,
         "encoding": message.encoding,
+        "connector": public_name(message.connector),
     }
 
 

@@ -15,6 +15,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from messaging.api.send_times import InvalidTime, schedule_time, validity_time, window
 from messaging.models import Message, MessagePart, Receipt, StateTransition
 from messaging.outbound import split_for_smsc
+from messaging.routing import public_name
 from messaging.store import NewMessage
 from messaging.webhooks.targets import InvalidCallbackURL, clean_callback_url
 from sms.addresses import InvalidAddress, check_characters, clean_address
@@ -313,9 +314,20 @@ class PartSerializer(serializers.ModelSerializer):
         ]
 
 
+class ConnectorNameField(serializers.CharField):
+    """A connector as people call it ("default": the SMPP_* settings')."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: str) -> str:
+        return public_name(value)
+
+
 class ReceiptSerializer(serializers.ModelSerializer):
     message_id = serializers.CharField(source="smsc_id")
     part = serializers.IntegerField(source="part.index", allow_null=True, default=None)
+    connector = ConnectorNameField()  # whose SMSC sent it
 
     class Meta:
         model = Receipt
@@ -329,6 +341,7 @@ class ReceiptSerializer(serializers.ModelSerializer):
             "done_date",
             "raw_text",
             "received_at",
+            "connector",
         ]
 
 
@@ -347,6 +360,7 @@ class MessageSerializer(serializers.ModelSerializer):
     message_ids = serializers.SerializerMethodField()
     # Stored as one string of characters; a list here, as /v1/send answers it.
     ucs2_forced_by = serializers.SerializerMethodField()
+    connector = ConnectorNameField()  # the SMSC connector it goes through
 
     class Meta:
         model = Message
@@ -369,6 +383,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "error_code",
             "possibly_duplicated",
             "ucs2_forced_by",
+            "connector",
             "created_at",
             "submitted_at",
             "final_at",

@@ -20,6 +20,7 @@ from messaging.api.openapi import status_schema
 from messaging.events import last_event_id
 from messaging.health import LinkHealth, heartbeat_max_age
 from messaging.models import ApiKey, LinkStatus, Message
+from messaging.routing import public_name
 
 STOPPED = "stopped"  # the LinkStatus state of a worker that stopped cleanly
 
@@ -53,6 +54,8 @@ def link_status(api_key: ApiKey | None = None, counts: bool = True, details: boo
             links.append(
                 {
                     "worker_id": row.worker_id,
+                    "connector": public_name(row.connector),
+                    "bind": row.bind_index,
                     "state": row.state,
                     "detail": row.detail,
                     "smsc": row.smsc,

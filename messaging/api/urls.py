@@ -2,7 +2,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from messaging.api import views
+from messaging.api import connector_views, views
 from messaging.api.dashboard import dashboard
 from messaging.api.demo_simulator import SimulatedMOView
 from messaging.api.status_view import status_view
@@ -14,6 +14,15 @@ urlpatterns = [
     path("v1/messages", views.MessageListView.as_view(), name="messages"),
     path("v1/messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
     path("v1/status", status_view, name="status"),
+    path("v1/connectors", connector_views.ConnectorList.as_view(), name="connectors"),
+    path(
+        "v1/connectors/<str:name>",
+        connector_views.ConnectorDetail.as_view(),
+        name="connector-detail",
+    ),
+    path("v1/routes", connector_views.RouteList.as_view(), name="routes"),
+    path("v1/routes/check", connector_views.RouteCheck.as_view(), name="route-check"),
+    path("v1/routes/<str:name>", connector_views.RouteDetail.as_view(), name="route-detail"),
     # Exists only while `serve --simulator` runs the simulator in-process (404 otherwise).
     path("v1/simulator/mo", SimulatedMOView.as_view(), name="simulator-mo"),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),

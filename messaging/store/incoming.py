@@ -120,5 +120,6 @@ def _assemble(rows: list[IncomingFragment], changes: StoreChanges, default_alpha
             incoming.binary_hex,
             incoming.parts_expected,
             incoming.complete,
+            incoming.connector,
         ),
     )

@@ -194,6 +194,7 @@ class _ResultBatch:
                         part.index,
                         message.parts_count,
                         message.reference,
+                        self.connector,
                     ),
                 )
             )
@@ -244,6 +245,7 @@ class _ResultBatch:
                             message.command_status,
                             message.error_code,
                             result.new_state,
+                            self.connector,
                         ),
                     )
                 )

@@ -110,6 +110,9 @@ class SimulatorThread:
         return self.call(self.simulator.stats)
 
     def submits(self, since: int = 0) -> list[SubmitRecord]:
+        """Its accepted submits; also once stopped (read directly: its loop is gone)."""
+        if self._thread is None and self._loop is not None:
+            return self.simulator.submits_since(since)
         return self.call(self.simulator.submits_since, since)
 
     def inject_mo(self, src: str, dst: str, text: str, **options: Any) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 
+from messaging.connectors import ConnectorSpec
 from smpp.session import SessionConfig
 
 
@@ -15,8 +16,11 @@ class WorkerConfig:
     session: SessionConfig
     # The SMSC connector this worker sends through: it claims that connector's messages
     # and matches receipts among the parts its SMSC took. "": the default connector
-    # (the SMPP_* settings), the only one until connectors are stored (issue 24).
+    # (the SMPP_* settings); others are stored (messaging.connectors).
     connector: str = ""
+    bind_index: int = 0  # which of the connector's binds (0-based)
+    # submit_sm fields the connector sets whatever the message says (its TON/NPI).
+    submit_overrides: tuple[tuple[str, int], ...] = ()
     reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
     claim_batch: int = 500  # most parts claimed at once, and kept ready ahead of the window
     poll_interval: float = 0.5
@@ -73,3 +77,43 @@ class WorkerConfig:
         }
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def for_connector(cls, spec: ConnectorSpec, bind_index: int = 0) -> WorkerConfig:
+        """The worker of one bind of a stored connector: the connector's own address,
+        credentials and pace, the settings' for the rest (retries, leases...)."""
+        base = cls.from_settings()
+        session = replace(
+            base.session,
+            host=spec.host,
+            port=spec.port,
+            system_id=spec.system_id,
+            password=spec.password,
+            system_type=spec.system_type,
+            tls=spec.tls,
+            tls_insecure=spec.tls_insecure,
+            tls_ca=spec.tls_ca,
+            window=spec.window,
+            response_timeout=spec.response_timeout,
+            enquire_link_interval=spec.enquire_link_interval,
+            link_timeout=spec.link_timeout,
+        )
+        overrides = tuple(
+            (field, value)
+            for field, value in (
+                ("source_addr_ton", spec.source_ton),
+                ("source_addr_npi", spec.source_npi),
+                ("dest_addr_ton", spec.dest_ton),
+                ("dest_addr_npi", spec.dest_npi),
+            )
+            if value is not None
+        )
+        return replace(
+            base,
+            session=session,
+            connector=spec.name,
+            bind_index=bind_index,
+            submit_overrides=overrides,
+            max_rate=spec.max_rate or None,
+            lease_seconds=max(base.lease_seconds, spec.response_timeout * 2),
+        )

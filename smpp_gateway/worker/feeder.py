@@ -238,13 +238,14 @@ class Feeder:
         stale_parts = []
         unsendable = 0
         submit = session.submit
+        overrides = self.config.submit_overrides
         for _ in range(allowed):
             deadline, part = unsent.popleft()
             if stale(deadline, now):
                 stale_parts.append(part)
                 continue
             try:
-                submit(part, **submit_fields(part))
+                submit(part, **submit_fields(part, None, overrides))
             except LinkError:
                 unsent.appendleft((deadline, part))
                 return False

@@ -44,9 +44,15 @@ class WorkerTaskDied(RuntimeError):
 class SMPPWorker:
     """Moves parts from the store to the SMSC and answers back into the store."""
 
-    def __init__(self, config: WorkerConfig, worker_id: str | None = None) -> None:
+    def __init__(
+        self, config: WorkerConfig, worker_id: str | None = None, requeue_on_start: bool = True
+    ) -> None:
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # False when a fleet starts it: the fleet took back what was left in flight
+        # once, before any of its workers ran (on SQLite, "all in flight" would take
+        # back what the fleet's other workers are sending).
+        self.requeue_on_start = requeue_on_start
         self.rate = AdaptiveRate(config.max_rate)
         self.refusals = SubmitRefusals(config.stall_rebind_after)
         # Database work runs in threads of the worker's own, each keeping its connection:
@@ -88,9 +94,10 @@ class SMPPWorker:
     async def run(self) -> None:
         """Keep a bind up until ``stop()``; reconnect with capped backoff."""
         await self.db.run(close_old_connections)
-        requeued = await self.db.run(store.requeue_abandoned, self._sole_worker())
-        if requeued:
-            logger.warning("took back %d parts a previous worker left in flight", requeued)
+        if self.requeue_on_start:
+            requeued = await self.db.run(store.requeue_abandoned, self._sole_worker())
+            if requeued:
+                logger.warning("took back %d parts a previous worker left in flight", requeued)
         while not self._stopping.is_set():
             session = await self.link.bind(self.answers.on_response, self.intake.on_deliver)
             if session is not None:
@@ -154,25 +161,31 @@ class SMPPWorker:
     async def _serve(self, session: SMPPSession) -> str:
         """Run the parts over ``session`` until the link goes or we stop; the reason."""
         reader = self._watch(asyncio.ensure_future(session.run()), "session reader", session)
-        helpers = [
-            self._watch(asyncio.ensure_future(coro), name, session)
-            for name, coro in (
-                ("feed", self.feeder.run(session)),
-                ("flush loop", self.results.flush_loop()),
-                ("maintenance", maintain(self.config, self.db, self.link)),
-                ("query answers", self._answer_queries(session)),
-            )
+        jobs = [
+            ("flush loop", self.results.flush_loop()),
+            ("maintenance", maintain(self.config, self.db, self.link)),
         ]
+        # A receiver bind only takes deliveries: no submits, no query_sm.
+        sends = self.config.session.bind_kind != "receiver"
+        if sends:
+            jobs += [
+                ("feed", self.feeder.run(session)),
+                ("query answers", self._answer_queries(session)),
+            ]
+        helpers = {
+            name: self._watch(asyncio.ensure_future(coro), name, session) for name, coro in jobs
+        }
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
         if not reader.done():  # a graceful stop: let the window drain, then unbind
-            helpers[0].cancel()
+            if sends:
+                helpers["feed"].cancel()
             await self._drain(session)
             await asyncio.wait([reader], timeout=2)
         stopping.cancel()
-        for task in helpers:
+        for task in helpers.values():
             task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        await asyncio.gather(*helpers.values(), return_exceptions=True)
         self._lost_in_flight(session)
         await self.results.flush_all()
         if self._died is not None:

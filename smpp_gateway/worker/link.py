@@ -168,6 +168,8 @@ class Link:
                 detail,
                 self.health().as_dict(),
                 self.smsc_address,
+                self.config.connector,
+                self.config.bind_index,
             )
         except Exception:
             logger.warning("could not record link state %s", state, exc_info=True)
@@ -187,7 +189,15 @@ class Link:
         await self.db.run(heartbeat, self.worker_id, self.health().as_dict())
 
 
-def save_link_status(worker_id: str, state: str, detail: str, health: dict, smsc: str) -> None:
+def save_link_status(
+    worker_id: str,
+    state: str,
+    detail: str,
+    health: dict,
+    smsc: str,
+    connector: str = "",
+    bind_index: int = 0,
+) -> None:
     now = timezone.now()
     LinkStatus.objects.update_or_create(
         worker_id=worker_id,
@@ -195,6 +205,8 @@ def save_link_status(worker_id: str, state: str, detail: str, health: dict, smsc
             "state": state,
             "detail": detail[:200],
             "smsc": smsc[:200],
+            "connector": connector,
+            "bind_index": bind_index,
             "changed_at": now,
             "heartbeat_at": now,
             "health": health,

@@ -437,6 +437,7 @@
         el("td", { class: "num", text: message.parts ?? message.parts_count ?? "" }),
         el("td", {}, el("span", { class: "state", "data-state": state, text: state, title: problem })),
         el("td", { class: "ids", text: ids.join(", "), title: ids.join("\n") }),
+        el("td", { class: "nowrap", text: message.connector || "" }),
       );
       this.rows.set(id, tr);
       return tr;
@@ -481,7 +482,10 @@
     const bound = links.filter((link) => link.state === "bound");
     const connecting = links.filter((link) => link.state === "connecting");
     const detail = links
-      .map((link) => `${link.worker_id || "worker"}: ${link.state}${link.detail ? ` (${link.detail})` : ""}`)
+      .map((link) => {
+        const name = link.connector ? `${link.connector} bind ${link.bind}` : link.worker_id || "worker";
+        return `${name}: ${link.state}${link.detail ? ` (${link.detail})` : ""}`;
+      })
       .join("\n");
     if (bound.length) {
       const suffix = links.length > 1 ? ` ${bound.length}/${links.length}` : "";

@@ -50,7 +50,8 @@ from twisted.internet.ssl import CertificateOptions
 
 from messaging.supervision import LongLivedTask, Supervisor
 from messaging.webhooks.delivery import WebhookSender
-from smpp_gateway.worker import SMPPWorker, WorkerConfig
+from smpp_gateway.worker import WorkerConfig
+from smpp_gateway.worker.fleet import WorkerFleet
 from smsapi.daphne_requests import redact_access_log
 from smsapi.https import listen_https, tls_options
 from smsapi.management.commands.smpp_worker import hold_sqlite_worker_lock, worker_task
@@ -241,20 +242,21 @@ def embedded_simulator(port: int | None) -> SMSCSimulator | None:
     return simulator
 
 
-def embedded_worker(simulator_port: int | None) -> SMPPWorker:
-    """The SMPP worker, bound to the embedded simulator when there is one."""
+def embedded_worker(simulator_port: int | None) -> WorkerFleet:
+    """The SMPP workers; the default connector binds to the embedded simulator
+    when there is one."""
     overrides = {}
     if simulator_port:
         base = WorkerConfig.from_settings()
         overrides["session"] = replace(base.session, host="127.0.0.1", port=simulator_port)
-    return SMPPWorker(WorkerConfig.from_settings(**overrides))
+    return WorkerFleet(WorkerConfig.from_settings(**overrides))
 
 
 def long_lived_tasks(
     supervisor: Supervisor,
     simulator: SMSCSimulator | None,
     simulator_port: int | None,
-    worker: SMPPWorker | None,
+    worker: WorkerFleet | None,
     sender: WebhookSender | None,
 ) -> list[LongLivedTask]:
     """What the supervisor starts, in order: the simulator first (the worker binds

@@ -1,4 +1,6 @@
-"""``manage.py smpp_worker``: own the SMPP bind until SIGINT or SIGTERM.
+"""``manage.py smpp_worker``: hold the SMPP binds of every enabled connector until
+SIGINT or SIGTERM (``smpp_gateway.worker.fleet``), following changes to the
+stored connectors within seconds.
 
 Supervised (``messaging.supervision``): if the worker's ``run()`` raises or
 returns on its own, the death is logged with its traceback and the command
@@ -17,7 +19,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from messaging.supervision import LongLivedTask, run_supervised
-from smpp_gateway.worker import SMPPWorker, WorkerConfig
+from smpp_gateway.worker import WorkerConfig
+from smpp_gateway.worker.fleet import WorkerFleet
 from smsapi.gc_tuning import tune_garbage_collector
 
 
@@ -56,23 +59,23 @@ def shorten_gil_switch_interval() -> None:
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
 
 
-def worker_task(worker: SMPPWorker) -> LongLivedTask:
-    """The worker as a supervised task: ``stop()`` drains the window and unbinds,
-    bounded by the response timeout (plus the final writes)."""
+def worker_task(fleet: WorkerFleet) -> LongLivedTask:
+    """The workers as a supervised task: ``stop()`` drains every window and unbinds,
+    each bounded by its response timeout (plus the final writes)."""
     return LongLivedTask(
         name="smpp-worker",
-        run=worker.run,
-        stop=worker.stop,
-        stop_timeout=settings.SMPP_RESPONSE_TIMEOUT + 5,
+        run=fleet.run,
+        stop=fleet.stop,
+        stop_timeout=max(settings.SMPP_RESPONSE_TIMEOUT, 10.0) + 10,
     )
 
 
 class Command(BaseCommand):
-    help = "Bind to the SMSC and move messages between the store and the SMSC."
+    help = "Bind to the SMSCs and move messages between the store and the SMSCs."
 
     def handle(self, *args, **options):
         lock = hold_sqlite_worker_lock() if connection.vendor == "sqlite" else None
-        worker = SMPPWorker(WorkerConfig.from_settings())
+        worker = WorkerFleet(WorkerConfig.from_settings())
         tune_garbage_collector()
         shorten_gil_switch_interval()
         try:
