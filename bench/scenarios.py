@@ -252,10 +252,11 @@ def window_bound(stack: Stack, seconds: float, delay: float = 0.05, window: int 
 
 
 def two_connectors_bound(
-    stack: Stack, seconds: float, delay: float = 0.05, window: int = 100
+    stack: Stack, seconds: float, delay: float = 0.05, window: int = 100, workers: int = 1
 ) -> dict:
     """Issue 24: queued messages split between two connectors, each an SMSC answering in
-    ``delay`` s with ``window`` in flight; the bound is the sum of theirs."""
+    ``delay`` s with ``window`` in flight; the bound is the sum of theirs. With
+    ``workers`` > 1 (PostgreSQL), that many worker processes share the two binds."""
     bound = 2 * window / delay
     load_queued(stack, int(bound * (seconds + 15)))
     # Every other message waits for the second connector (the route's choice, as stored).
@@ -286,14 +287,16 @@ def two_connectors_bound(
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        stack.start(smsc, SMPP_WINDOW=str(window))
+        stack.start(smsc, SMPP_WINDOW=str(window), SMPP_CONNECTOR_RELOAD="0.5")
+        for _ in range(workers - 1):
+            stack.add_worker()
         try:
 
             def accepted() -> int:
                 return stack.simulator.stats()["accepted"] + second.stats()["accepted"]
 
             wait_for(lambda: accepted() > bound, timeout=30)  # past the start
-            time.sleep(1)
+            time.sleep(1 if workers == 1 else 5)  # binds spread between the workers
             meter = CpuMeter(stack).start()
             first, started = accepted(), time.monotonic()
             each_first = second.stats()["accepted"]
@@ -315,6 +318,7 @@ def two_connectors_bound(
         "share": round(rate / bound, 3),
         "second_connector_share": round(through_second / max(1, last - first), 3),
         "window_violations": violations,
+        "workers": workers,
         "cpu_cores": cpu,
     }
 

@@ -94,7 +94,7 @@ class CpuMeter:
     def __init__(self, stack: Stack):
         self.groups = {
             "server": stack.server_pids,
-            "worker": [stack.worker.pid] if stack.worker is not None else [],
+            "worker": [p.pid for p in [stack.worker, *stack.more_workers] if p is not None],
             "simulator": [stack.simulator.process.pid] if stack.simulator else [],
         }
         self.stack = stack
@@ -208,6 +208,8 @@ class Stack:
     simulator: Simulator | None = None
     servers: list[subprocess.Popen] = field(default_factory=list)
     worker: subprocess.Popen | None = None
+    more_workers: list[subprocess.Popen] = field(default_factory=list)  # PostgreSQL: sharing binds
+    _worker_env: dict[str, str] = field(default_factory=dict)
     _listeners: list[socket.socket] = field(default_factory=list)
 
     @property
@@ -263,6 +265,7 @@ class Stack:
         """
         self.simulator = Simulator(self.env, self.tmp).start(**(simulator_options or {}))
         env = {**self.env, "SMPP_ADDR": f"127.0.0.1:{self.simulator.port}", **worker_env}
+        self._worker_env = env
         if self.postgres:
             self.worker = self._spawn([PYTHON, "manage.py", "smpp_worker"], env, "worker")
             self._listen(spread)
@@ -315,8 +318,15 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError(f"the service did not become ready; see the logs in {self.tmp}")
 
+    def add_worker(self) -> None:
+        """One more ``smpp_worker`` (PostgreSQL): the workers share the binds between them."""
+        name = f"worker-{len(self.more_workers) + 2}"
+        self.more_workers.append(
+            self._spawn([PYTHON, "manage.py", "smpp_worker"], self._worker_env, name)
+        )
+
     def processes(self) -> list[subprocess.Popen]:
-        return [p for p in [*self.servers, self.worker] if p is not None]
+        return [p for p in [*self.servers, self.worker, *self.more_workers] if p is not None]
 
     @property
     def worker_pid(self) -> int:
@@ -333,6 +343,7 @@ class Stack:
             _stop(process)
         self.servers.clear()
         self.worker = None
+        self.more_workers.clear()
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()

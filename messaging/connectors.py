@@ -30,8 +30,7 @@ from messaging.health import bound_connectors
 from messaging.models import Connector
 from messaging.models import Route as RouteRow
 from messaging.orm_thread import in_db_thread
-from messaging.routing import DEFAULT_CONNECTOR as DEFAULT
-from messaging.routing import public_name, stored_name
+from messaging.routing import DEFAULT_CONNECTOR, public_name, stored_name
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ def wanted_connectors() -> dict[str, ConnectorSpec | None]:
     connector (the worker builds that one from the settings)."""
     wanted: dict[str, ConnectorSpec | None] = {}
     if default_connector_enabled():
-        wanted[DEFAULT] = None
+        wanted[DEFAULT_CONNECTOR] = None
     for row in _checked_connectors(Connector.objects.filter(enabled=True)):
         wanted[row.name] = ConnectorSpec.from_row(row)
     return wanted
@@ -129,7 +128,7 @@ def stored_routes() -> list[routing.Route]:
     return routes
 
 
-IMPLICIT_DEFAULT_ROUTE = routing.Route(name="(no route stored)", connectors=(DEFAULT,))
+IMPLICIT_DEFAULT_ROUTE = routing.Route(name="(no route stored)", connectors=(DEFAULT_CONNECTOR,))
 
 
 class Unroutable(Exception):
@@ -212,7 +211,7 @@ def read_routing_state(availability: ConnectorAvailability) -> RoutingState:
     """The routing state as the store has it now (three reads)."""
     enabled: dict[str, float] = {}
     if default_connector_enabled():
-        enabled[DEFAULT] = float(getattr(settings, "SMPP_FAILOVER_AFTER", 30.0))
+        enabled[DEFAULT_CONNECTOR] = float(getattr(settings, "SMPP_FAILOVER_AFTER", 30.0))
     for row in _checked_connectors(Connector.objects.filter(enabled=True)):
         enabled[row.name] = row.failover_after
     return RoutingState(
@@ -281,7 +280,7 @@ def known_connector_names() -> set[str]:
     """Connectors a route may name (stored names; disabled ones included)."""
     names = set(Connector.objects.values_list("name", flat=True))
     if default_connector_enabled():
-        names.add(DEFAULT)
+        names.add(DEFAULT_CONNECTOR)
     return names
 
 
@@ -339,6 +338,3 @@ def explain_route(dst: str, src: str = "", api_key_id: int | None = None) -> dic
         weighted=bool(route is not None and route.weights),
     )
     return answer
-
-
-__all__ = ["DEFAULT", "public_name", "stored_name"]

@@ -268,7 +268,7 @@ def test_the_route_check_says_which_connector_a_message_would_take():
     assert refused["connector"] is None and "no route" in refused["refused"]
 
 
-def test_managing_connectors_needs_staff_or_a_key_allowed_to(settings):
+def test_managing_connectors_needs_a_key_allowed_to_and_staff_may_read(settings):
     settings.SMSAPI_AUTH = "required"
     plain = api_keys.create_key("plain")
     manager = api_keys.create_key("manager")
@@ -283,7 +283,9 @@ def test_managing_connectors_needs_staff_or_a_key_allowed_to(settings):
     assert client.post("/v1/connectors", data, format="json").status_code == 201
     staff = APIClient()
     staff.force_login(User.objects.create_user("op", password="pw", is_staff=True))
-    assert staff.get("/v1/connectors").status_code == 200
+    assert staff.get("/v1/connectors").status_code == 200  # a staff session reads...
+    assert staff.delete("/v1/connectors/uk").status_code == 401  # ...and never writes
+    assert Connector.objects.filter(name="uk").exists()
 
 
 # --- the command ---------------------------------------------------------------------------

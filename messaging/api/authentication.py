@@ -8,10 +8,15 @@ Every refusal is a 401 ``{"error": "..."}`` with ``WWW-Authenticate: Bearer``.
 
 from __future__ import annotations
 
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
 from messaging import api_keys
@@ -52,6 +57,37 @@ def request_api_key(request: HttpRequest) -> ApiKey | None:
     return api_keys.authenticate(
         request.headers.get("Authorization"), request.GET.get(QUERY_PARAMETER)
     )
+
+
+def staff_session_user(request: HttpRequest):
+    """The active staff user whose admin session the request carries, or None.
+
+    The API's middleware chain has no sessions (smsapi/handlers.py), so the
+    session cookie is read here; only for a request without a key that sends one.
+    Never for a write: the API has no CSRF check, so a cookie alone must not change
+    anything (``StaffSessionReads``).
+    """
+    session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not session_key:
+        return None
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(request)
+    return user if user.is_active and user.is_staff else None
+
+
+def is_staff_session(request: HttpRequest) -> bool:
+    """Whether the request carries the admin session of an active staff user."""
+    return staff_session_user(request) is not None
+
+
+class StaffSessionReads(BaseAuthentication):
+    """A staff user's admin session, for reading only (GET, HEAD, OPTIONS)."""
+
+    def authenticate(self, request: Request):
+        if request.method not in SAFE_METHODS:
+            return None
+        user = staff_session_user(request._request)
+        return None if user is None else (user, None)
 
 
 def unauthorized(error: str) -> JsonResponse:

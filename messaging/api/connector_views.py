@@ -2,22 +2,26 @@
 
 Thin views over the store: the serializers check (with the store's own rules),
 the worker(s) take a change up within ``SMPP_CONNECTOR_RELOAD`` seconds and
-the API processes within a second. Who may: a staff user signed in to the
-admin, or an API key with ``manage_connectors``; anyone while
-``SMSAPI_AUTH=off`` (as for the rest of the API).
+the API processes within a second. Who may: an API key with
+``manage_connectors``; a staff user signed in to the admin may read (the API has
+no CSRF check, so a cookie never writes: staff change them in the admin);
+anyone while ``SMSAPI_AUTH=off`` (as for the rest of the API).
 """
 
 from __future__ import annotations
 
 from django.db import transaction
 from rest_framework import generics, status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from messaging import api_keys
-from messaging.api.authentication import QUERY_PARAMETER, ApiKeyAuthentication
+from messaging.api.authentication import (
+    QUERY_PARAMETER,
+    ApiKeyAuthentication,
+    StaffSessionReads,
+)
 from messaging.api.connector_serializers import (
     ConnectorSerializer,
     RouteCheckSerializer,
@@ -27,7 +31,7 @@ from messaging.api.throttling import ApiKeyRateThrottle
 from messaging.connectors import explain_route, removal_problem, routing_cache
 from messaging.models import Connector, Route
 
-NOT_ALLOWED = "this needs a staff user or an API key allowed to manage connectors"
+NOT_ALLOWED = "this needs an API key allowed to manage connectors (staff: read, or use the admin)"
 
 
 class CanManageConnectors(BasePermission):
@@ -51,9 +55,9 @@ class KeyIfGiven(ApiKeyAuthentication):
 
 
 class ManagedView:
-    """An API key, or a staff user's admin session; a change is seen here at once."""
+    """An API key, or (to read) a staff user's admin session; a change is seen here at once."""
 
-    authentication_classes = [KeyIfGiven, SessionAuthentication]
+    authentication_classes = [KeyIfGiven, StaffSessionReads]
     permission_classes = [CanManageConnectors]
     throttle_classes = [ApiKeyRateThrottle]
     lookup_field = "name"

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from importlib import import_module
 
-from django.conf import settings
-from django.contrib.auth import get_user
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -15,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from messaging import api_keys
-from messaging.api.authentication import request_api_key, unauthorized
+from messaging.api.authentication import is_staff_session, request_api_key, unauthorized
 from messaging.api.openapi import status_schema
 from messaging.events import last_event_id
 from messaging.health import LinkHealth, heartbeat_max_age
@@ -76,20 +73,6 @@ def link_status(api_key: ApiKey | None = None, counts: bool = True, details: boo
         else {}
     )
     return {"link": links, "counts": by_state, "last_event_id": last_event_id()}
-
-
-def is_staff_session(request: HttpRequest) -> bool:
-    """Whether the request carries the admin session of an active staff user.
-
-    The API's middleware chain has no sessions (smsapi/handlers.py), so the
-    session cookie is read here; only for a request without a key that sends one.
-    """
-    session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
-    if not session_key:
-        return False
-    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(request)
-    return bool(user.is_active and user.is_staff)
 
 
 @status_schema

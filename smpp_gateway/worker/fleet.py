@@ -38,7 +38,6 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from django.conf import settings
@@ -48,13 +47,12 @@ from messaging import store
 from messaging.connectors import (
     ConnectorAvailability,
     ConnectorSpec,
-    public_name,
     read_routing_state,
     wanted_connectors,
 )
 from messaging.models import Connector
 from messaging.orm_thread import DatabaseThread
-from messaging.routing import MessageFacts
+from messaging.routing import MessageFacts, public_name
 from messaging.store.bind_claims import BindKey, claim_binds, release_binds
 from messaging.store.rerouting import queued_connectors, reroute_queued
 from smpp_gateway.worker.config import WorkerConfig
@@ -117,13 +115,11 @@ class WorkerFleet:
         self,
         default_config: WorkerConfig | None,
         reload_interval: float | None = None,
-        make_worker: Callable[..., SMPPWorker] = SMPPWorker,
     ) -> None:
         self.default_config = default_config
         self.reload_interval = (
             settings.SMPP_CONNECTOR_RELOAD if reload_interval is None else reload_interval
         )
-        self.make_worker = make_worker
         host = socket.gethostname()[:24]
         self.fleet_id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # A claim not renewed for this long is free (its worker died).
@@ -208,7 +204,7 @@ class WorkerFleet:
                 self._start_worker(slot, config)
 
     def _start_worker(self, slot: BindSlot, config: WorkerConfig) -> None:
-        worker = self.make_worker(config, self.worker_id(slot), requeue_on_start=False)
+        worker = SMPPWorker(config, self.worker_id(slot), requeue_on_start=False)
         task = asyncio.ensure_future(worker.run())
         task.add_done_callback(lambda done: self._ended(slot, worker, done))
         self.workers[slot] = (worker, task)
@@ -297,11 +293,6 @@ class WorkerFleet:
             if not result.examined:
                 self._drained[name] = now
         return moved
-
-    @property
-    def link_states(self) -> dict[str, str]:
-        """Each running bind's link state, by worker id (for tests and the log)."""
-        return {worker.worker_id: worker.link_state for worker, _ in self.workers.values()}
 
 
 __all__ = ["BindSlot", "WorkerFleet", "wanted_binds"]

@@ -18,8 +18,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from messaging.connectors import DEFAULT, default_connector_enabled, removal_problem
+from messaging.connectors import default_connector_enabled, removal_problem
 from messaging.models import Connector
+from messaging.routing import DEFAULT_CONNECTOR, DEFAULT_CONNECTOR_LABEL
 
 # Options that set a field of the same name (argparse dest -> model field).
 FIELD_OPTIONS = {
@@ -114,7 +115,7 @@ class Command(BaseCommand):
         self.stdout.write(f'connector "{name}" removed')
 
     def _get(self, name: str) -> Connector:
-        if name in ("default", DEFAULT):
+        if name in (DEFAULT_CONNECTOR_LABEL, DEFAULT_CONNECTOR):
             raise CommandError('"default" is the SMPP_* settings\' connector: set it there')
         try:
             return Connector.objects.get(name=name)
