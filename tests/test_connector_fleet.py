@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.db.models import Count
 
-from messaging import store
+from messaging import api_keys, store
 from messaging.api import sending
 from messaging.connectors import routing_cache
 from messaging.models import BindClaim, Connector, LinkStatus, Message, Route
@@ -71,8 +71,9 @@ def set_route(name: str, connectors: str, position: int = 0, **fields) -> None:
     routing_cache.forget()
 
 
-async def send(dst: str, text: str = "hi") -> dict:
-    answer = await sending.send({"dst": dst, "src": "bart", "text": text, "wait": "0"})
+async def send(dst: str, text: str = "hi", src: str = "bart", api_key=None) -> dict:
+    data = {"dst": dst, "src": src, "text": text, "wait": "0"}
+    answer = await sending.send(data, api_key=api_key)
     assert answer.status == 202, answer.body
     return answer.body
 
@@ -144,23 +145,33 @@ def test_each_bind_gets_its_own_worker_and_a_tx_rx_connector_two(settings):
 
 def test_messages_go_through_the_smsc_their_route_names_and_ids_collide_safely():
     a, b = smsc("smsapi", "secret"), smsc("b", "pw-b")
+    alice = api_keys.create_key("alice").api_key
     try:
         fleet = WorkerFleet(default_config(a), reload_interval=0.2)
 
         async def scenario() -> None:
             await add_connector("b", b, "pw-b")
             await set_route("uk", "b", dst_prefixes="44")
-            await set_route("rest", "default", position=1)
+            await set_route("promo", "b", sources="PROMO", position=1)
+            await set_route("alice", "b", position=2)
+            await sync_to_async(lambda: Route.objects.get(name="alice").api_keys.set([alice]))()
+            await set_route("rest", "default", position=3)
             await until(lambda: LinkStatus.objects.filter(connector="b", state="bound").exists())
-            for i in range(50):
-                assert (await send(f"4477009{i:05d}"))["connector"] == "b"
+            for i in range(40):
+                assert (await send(f"4477009{i:05d}"))["connector"] == "b"  # by prefix
                 assert (await send(f"3361234{i:04d}"))["connector"] == "default"
-            await until(all_delivered(100), what="100 delivered")
+                assert (await send(f"3362000{i:04d}", src="PROMO"))["connector"] == "b"
+                assert (await send(f"3363000{i:04d}", api_key=alice))["connector"] == "b"
+            await until(all_delivered(160), what="160 delivered")
 
         asyncio.run(run_fleet(fleet, scenario))
         to_a, to_b = submits_by_dst(a), submits_by_dst(b)
-        assert set(to_b) == {f"4477009{i:05d}" for i in range(50)}
-        assert set(to_a) == {f"3361234{i:04d}" for i in range(50)}
+        assert set(to_b) == {
+            dst
+            for i in range(40)
+            for dst in (f"4477009{i:05d}", f"3362000{i:04d}", f"3363000{i:04d}")
+        }
+        assert set(to_a) == {f"3361234{i:04d}" for i in range(40)}
         assert set(to_a.values()) == set(to_b.values()) == {1}
         ids_a = {r.id_str for r in a.submits()}
         ids_b = {r.id_str for r in b.submits()}

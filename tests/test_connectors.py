@@ -458,3 +458,31 @@ def test_failover_follows_the_route_and_leaves_what_it_cannot_place():
     assert reroute_queued({"a"}, choose).moved == {("a", "b"): 2}
     assert set(Message.objects.filter(pk__in=uk).values_list("connector", flat=True)) == {"b"}
     assert set(Message.objects.filter(pk__in=fr).values_list("connector", flat=True)) == {"a"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/connectors", {"name": "uk", "host": "h", "system_id": "s", "port": "abc"}),
+        ("/v1/connectors", {"name": "uk", "host": "h", "system_id": "s", "binds": 10**9}),
+        ("/v1/connectors", {"name": "uk", "host": "h", "system_id": "s", "enabled": "maybe"}),
+        ("/v1/connectors", ["not", "an", "object"]),
+        ("/v1/routes", {"name": "r", "connectors": "default"}),  # a list is wanted
+        ("/v1/routes", {"name": "r", "connectors": [1, {"x": 2}]}),
+        ("/v1/routes", {"name": "r", "connectors": ["default"], "weights": [-1]}),
+        ("/v1/routes", {"name": "r", "connectors": ["a,b"]}),  # no commas inside a name
+        ("/v1/routes", {"name": "r", "connectors": ["default"], "api_keys": ["nosuchkey"]}),
+        ("/v1/routes", {"name": "r", "connectors": ["default"] * 2}),
+    ],
+)
+def test_hostile_bodies_are_a_400_and_change_nothing(path, body):
+    response = APIClient().post(path, body, format="json")
+    assert response.status_code == 400, response.content
+    assert "error" in response.json()
+    assert not Connector.objects.exists() and not Route.objects.exists()
+
+
+def test_the_route_check_needs_a_destination():
+    response = APIClient().get("/v1/routes/check")
+    assert response.status_code == 400
+    assert "dst" in response.json()["error"]

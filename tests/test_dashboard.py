@@ -258,6 +258,8 @@ def test_send_from_the_page_and_watch_it_delivered(browser, service):
         row = f'#messages tr[data-id="{message_id}"]'
         page.wait_for_selector(f'{row} .state[data-state="delivered"]', timeout=15_000)
         assert page.text_content(f"{row} td:nth-child(4)") == "5551234"
+        assert page.text_content(f"{row} td:nth-child(10)") == "default"  # its connector
+        assert "default bind 0: bound" in page.get_attribute("#link-pill", "title")
 
         # An incoming message from a handset shows up too.
         post_json(

@@ -100,3 +100,13 @@ def test_an_unusable_route_is_refused_saying_why(fields, problem):
 def test_two_routes_of_one_name_are_refused():
     with pytest.raises(ValueError, match="same name"):
         RoutingTable([Route("r", ("a",)), Route("r", ("b",))])
+
+
+def test_a_destination_pattern_matches_in_linear_time_and_backreferences_are_refused():
+    # Python's re backtracks for hours on this (2^40 ways to split the 4s); RE2 answers
+    # at once. Should it come back, the suite's timeout (120 s) fails this test.
+    evil = Route("evil", ("a",), dst_pattern=r"(4+)+5")
+    assert not evil.matches(MessageFacts(dst="4" * 40))
+    assert evil.matches(MessageFacts(dst="4445"))
+    with pytest.raises(ValueError, match="no backreferences or lookaround"):
+        Route("r", ("a",), dst_pattern=r"(4)\1")

@@ -7,6 +7,11 @@ outcome is already marked possibly duplicated, so a move never sends anything
 twice unflagged. The parts are locked for the move (``SKIP LOCKED``: a part a
 worker is claiming leaves its message where it is, to be tried next round).
 
+One race is left, on purpose: on PostgreSQL a claim that started before a move
+committed may still take a moved part for the old connector (its worker just
+bound again). The part is sent once, through that connector, and its receipt is
+matched by the part's own connector; only ``Message.connector`` names the other.
+
 Where a message goes is the routing rule's choice (``messaging.connectors.
 RoutingState.reroute``), handed in as ``choose``: the store knows no routes.
 """

@@ -124,7 +124,10 @@ class WorkerFleet:
         self.fleet_id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # A claim not renewed for this long is free (its worker died).
         self.claim_ttl = max(3 * self.reload_interval, 5.0)
-        self.db = DatabaseThread("smpp-fleet")
+        # A connection per round: a SQLite connection kept between rounds that only
+        # read cost the embedded end to end 16 % (2,629 / 2,209 msg/s against 3,127 /
+        # 2,623 with a plain worker; a connection per round: the same as a plain worker).
+        self.db = DatabaseThread("smpp-fleet", per_call_connection=True)
         self.availability = ConnectorAvailability()
         self.workers: dict[BindSlot, tuple[SMPPWorker, asyncio.Task]] = {}
         self._stopping = asyncio.Event()
