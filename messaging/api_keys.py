@@ -104,7 +104,11 @@ def issue_key(api_key: ApiKey, attempts: int = 5) -> str:
 
 
 def create_key(
-    name: str, rate_limit: int = 0, callback_url: str = "", receive_incoming: bool = True
+    name: str,
+    rate_limit: int = 0,
+    callback_url: str = "",
+    receive_incoming: bool = True,
+    manage_connectors: bool = False,
 ) -> IssuedKey:
     """Make and store a key; the caller shows ``IssuedKey.key`` once."""
     api_key = ApiKey(
@@ -112,6 +116,7 @@ def create_key(
         rate_limit=rate_limit,
         default_callback_url=callback_url,
         receive_incoming=receive_incoming,
+        manage_connectors=manage_connectors,
     )
     return IssuedKey(api_key, issue_key(api_key))
 

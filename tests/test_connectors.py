@@ -25,7 +25,7 @@ from messaging.connectors import (
     read_routing_state,
     routing_cache,
 )
-from messaging.models import Connector, LinkStatus, Message, MessagePart, Route
+from messaging.models import ApiKey, Connector, LinkStatus, Message, MessagePart, Route
 from messaging.routing import MessageFacts, RoutingTable
 from messaging.routing import Route as Rule
 from messaging.states import State
@@ -272,7 +272,7 @@ def test_managing_connectors_needs_a_key_allowed_to_and_staff_may_read(settings)
     settings.SMSAPI_AUTH = "required"
     plain = api_keys.create_key("plain")
     manager = api_keys.create_key("manager")
-    ApiKey = type(manager.api_key)
+
     ApiKey.objects.filter(pk=manager.api_key.pk).update(manage_connectors=True)
     data = {"name": "uk", "host": "smsc.example", "system_id": "acme"}
     client = APIClient()
@@ -486,3 +486,12 @@ def test_the_route_check_needs_a_destination():
     response = APIClient().get("/v1/routes/check")
     assert response.status_code == 400
     assert "dst" in response.json()["error"]
+
+
+def test_a_key_allowed_to_manage_connectors_is_made_by_the_command():
+    output = run("apikey", "create", "ops", "--manage-connectors")
+    key = next(line for line in output.splitlines() if line.startswith("sk_"))
+    plain = run("apikey", "create", "app")
+    assert ApiKey.objects.get(name="ops").manage_connectors
+    assert not ApiKey.objects.get(name="app").manage_connectors
+    assert key not in plain

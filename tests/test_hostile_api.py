@@ -361,6 +361,22 @@ HOSTILE_SENDS = [
     ),
     ("priority 5000 digits", FORM, b"dst=lisa&text=x&priority=" + b"9" * 5000, 400, "priority"),
     ("ton 5000 digits", FORM, b"dst=lisa&text=x&src_ton=" + b"9" * 5000, 400, "src_ton"),
+    # Found by tests/test_property_send.py: the error quoted the value, and a lone
+    # surrogate cannot be written as UTF-8 (a 500). It is quoted as its escape.
+    (
+        "ton a surrogate",
+        JSON,
+        b'{"dst": "lisa", "text": "x", "src_ton": "\\ud800"}',
+        400,
+        '"\\ud800"',
+    ),
+    (
+        "npi a surrogate",
+        JSON,
+        b'{"dst": "lisa", "text": "x", "dst_npi": "1\\udfff"}',
+        400,
+        "dst_npi",
+    ),
     ("wait nan", FORM, b"dst=lisa&text=x&wait=nan", 400, '"wait"'),
     ("wait inf", FORM, b"dst=lisa&text=x&wait=inf", 400, '"wait"'),
     ("callback ftp", FORM, b"dst=lisa&text=x&callback_url=ftp://h.example/", 400, "http and https"),

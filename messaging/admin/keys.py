@@ -17,7 +17,7 @@ from messaging import api_keys
 from messaging.models import ApiKey
 from messaging.webhooks.targets import MAX_URL_LENGTH, InvalidCallbackURL, clean_callback_url
 
-EDITABLE = ["name", "rate_limit", "default_callback_url", "receive_incoming"]
+EDITABLE = ["name", "rate_limit", "default_callback_url", "receive_incoming", "manage_connectors"]
 SHOWN = ["prefix", "created_at", "revoked_at", "webhook_secret"]
 
 
@@ -46,7 +46,15 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ["prefix", "name", "created_at", "revoked_at", "rate_limit", "receive_incoming"]
+    list_display = [
+        "prefix",
+        "name",
+        "created_at",
+        "revoked_at",
+        "rate_limit",
+        "receive_incoming",
+        "manage_connectors",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "receive_incoming"]
     search_fields = ["prefix", "name"]
     ordering = ["-created_at"]

@@ -34,8 +34,10 @@ def is_decimal(text: str, max_digits: int = 3) -> bool:
 
 
 def shown(value: str, limit: int = 40) -> str:
-    """A client's value as an error message quotes it: cut short, as it may be huge."""
-    return value if len(value) <= limit else value[:limit] + "..."
+    """A client's value as an error message quotes it: cut short, as it may be huge,
+    and a lone surrogate (which no UTF-8 answer can carry) written as its escape."""
+    value = value if len(value) <= limit else value[:limit] + "..."
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _missing(name: str, what: str) -> dict:

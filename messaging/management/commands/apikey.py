@@ -1,5 +1,8 @@
 """manage.py apikey create|list|revoke: API keys from the command line.
 
+``create --manage-connectors`` makes a key that may manage the SMSC connectors
+and routes (docs/routing.md).
+
 ``create`` prints the key once (only its hash is stored) and the webhook
 secret; ``list`` shows prefixes, never keys; ``revoke`` takes the prefix.
 """
@@ -29,6 +32,11 @@ class Command(BaseCommand):
             action="store_true",
             help="do not show incoming (mobile-originated) messages to this key",
         )
+        create.add_argument(
+            "--manage-connectors",
+            action="store_true",
+            help="may manage the SMSC connectors and routes (/v1/connectors, /v1/routes)",
+        )
         actions.add_parser("list", help="the keys, by prefix")
         revoke = actions.add_parser("revoke", help="revoke a key for good")
         revoke.add_argument("prefix", help="the key's prefix (or the whole key)")
@@ -37,7 +45,13 @@ class Command(BaseCommand):
         getattr(self, f"handle_{action}")(**options)
 
     def handle_create(
-        self, name: str, rate_limit: int, callback_url: str, no_incoming: bool, **options
+        self,
+        name: str,
+        rate_limit: int,
+        callback_url: str,
+        no_incoming: bool,
+        manage_connectors: bool = False,
+        **options,
     ) -> None:
         if rate_limit < 0:
             raise CommandError("--rate-limit must be 0 (no limit) or more")
@@ -46,7 +60,11 @@ class Command(BaseCommand):
         except InvalidCallbackURL as exc:
             raise CommandError(f"--callback-url: {exc}") from exc
         issued = api_keys.create_key(
-            name, rate_limit=rate_limit, callback_url=callback_url, receive_incoming=not no_incoming
+            name,
+            rate_limit=rate_limit,
+            callback_url=callback_url,
+            receive_incoming=not no_incoming,
+            manage_connectors=manage_connectors,
         )
         key = issued.api_key
         self.stdout.write(f"API key {key.prefix} ({key.name}) created. The key, shown only now:")
