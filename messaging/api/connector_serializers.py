@@ -9,6 +9,7 @@ whether one is set, never what it is.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model
 from rest_framework import serializers
 
 from messaging.connectors import check_route, split_list
@@ -19,6 +20,17 @@ def _as_drf_error(exc: DjangoValidationError) -> serializers.ValidationError:
     if hasattr(exc, "message_dict"):
         return serializers.ValidationError(exc.message_dict)
     return serializers.ValidationError(exc.messages)
+
+
+def _as_saved(model: type[Model], instance: Model | None, attrs: dict) -> Model:
+    """An unsaved copy of ``instance`` (or a new row) with ``attrs`` applied: what
+    the store would hold, for its checks to look at before anything is written."""
+    fields = model._meta.concrete_fields
+    values = {f.name: getattr(instance, f.name) for f in fields} if instance is not None else {}
+    candidate = model(**values)
+    for name, value in attrs.items():
+        setattr(candidate, name, value)
+    return candidate
 
 
 class ConnectorSerializer(serializers.ModelSerializer):
@@ -43,15 +55,7 @@ class ConnectorSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs: dict) -> dict:
         """The model's own checks, on the connector as it would be saved."""
-        candidate = Connector(
-            **{
-                f.name: getattr(self.instance, f.name)
-                for f in Connector._meta.concrete_fields
-                if self.instance is not None
-            }
-        )
-        for name, value in attrs.items():
-            setattr(candidate, name, value)
+        candidate = _as_saved(Connector, self.instance, attrs)
         try:
             candidate.full_clean(exclude=["created_at", "updated_at"], validate_unique=False)
         except DjangoValidationError as exc:
@@ -102,15 +106,7 @@ class RouteSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict) -> dict:
         attrs = dict(attrs)
         keys = attrs.pop("api_keys", None)
-        candidate = Route(
-            **{
-                f.name: getattr(self.instance, f.name)
-                for f in Route._meta.concrete_fields
-                if self.instance is not None
-            }
-        )
-        for name, value in attrs.items():
-            setattr(candidate, name, value)
+        candidate = _as_saved(Route, self.instance, attrs)
         if keys is None:
             key_ids = [k.pk for k in self.instance.api_keys.all()] if self.instance else []
         else:
