@@ -288,7 +288,9 @@ SMPP_MAX_RATE = env_float("SMPP_MAX_RATE", 0.0)  # submit_sm per second for this
 SMPP_MAX_ATTEMPTS = env_int("SMPP_MAX_ATTEMPTS", 10)  # tries of one part before it fails
 # The SMPP_* settings are the default connector (docs/routing.md); off: only stored ones.
 SMPP_DEFAULT_CONNECTOR = env_bool("SMPP_DEFAULT_CONNECTOR", True)
-SMPP_BINDS = env_int("SMPP_BINDS", 1)  # sessions the default connector holds at once
+# Sessions the default connector holds at once, shared between the workers; 0: one per
+# worker process, as before connectors existed (each worker binds it once).
+SMPP_BINDS = env_int("SMPP_BINDS", 0)
 # A connector down (or refusing) this long: its queued messages move to the next one.
 SMPP_FAILOVER_AFTER = env_float("SMPP_FAILOVER_AFTER", 30.0)
 # Seconds between two reads of the stored connectors by the worker(s).

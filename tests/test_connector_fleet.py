@@ -140,6 +140,16 @@ def test_each_bind_gets_its_own_worker_and_a_tx_rx_connector_two(settings):
     assert tx.submit_overrides == (("source_addr_ton", 5),)
 
 
+def test_the_default_connector_is_each_workers_own_until_smpp_binds_is_set(settings):
+    from smpp_gateway.worker.fleet import shared
+
+    settings.SMPP_BINDS = 0
+    assert not shared(BindSlot("", 0, "transceiver"))  # every worker binds it, as before
+    assert shared(BindSlot("uk", 0, "transceiver"))
+    settings.SMPP_BINDS = 3
+    assert shared(BindSlot("", 2, "transceiver"))
+
+
 # --- routing over the wire -------------------------------------------------------------
 
 

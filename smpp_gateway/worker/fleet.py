@@ -20,7 +20,9 @@ to the connector their route names next.
 
 On PostgreSQL several worker processes share the binds, each bind held by one
 of them (``messaging.store.bind_claims``): a worker that dies has its binds
-taken over, and binds are spread again as workers come and go. On SQLite the
+taken over, and binds are spread again as workers come and go. The default
+connector is the exception unless ``SMPP_BINDS`` is set: each worker binds it
+once, as every worker did before connectors existed. On SQLite the
 fleet is the only worker (the command holds the store's lock), so it holds every
 bind and takes back what was in flight once, before its first worker starts, and
 its workers skip that step. Workers of one fleet share the process's event loop;
@@ -52,7 +54,7 @@ from messaging.connectors import (
 )
 from messaging.models import Connector
 from messaging.orm_thread import DatabaseThread
-from messaging.routing import MessageFacts, public_name
+from messaging.routing import DEFAULT_CONNECTOR, MessageFacts, public_name
 from messaging.store.bind_claims import BindKey, claim_binds, release_binds
 from messaging.store.rerouting import queued_connectors, reroute_queued
 from smpp_gateway.worker.config import WorkerConfig
@@ -77,6 +79,17 @@ class BindSlot:
         return (self.connector, self.index, self.kind)
 
 
+def default_binds() -> int:
+    """How many binds the default connector holds (``SMPP_BINDS``; 0 means one)."""
+    return max(1, settings.SMPP_BINDS)
+
+
+def shared(slot: BindSlot) -> bool:
+    """Whether the workers share ``slot`` (one of them holds it) or each holds its own:
+    the default connector with ``SMPP_BINDS`` 0, as before connectors existed."""
+    return slot.connector != DEFAULT_CONNECTOR or settings.SMPP_BINDS > 0
+
+
 def wanted_binds(
     wanted: dict[str, ConnectorSpec | None], default_config: WorkerConfig | None
 ) -> dict[BindSlot, WorkerConfig]:
@@ -86,7 +99,7 @@ def wanted_binds(
         if spec is None:
             if default_config is None:
                 continue
-            binds, mode, base = settings.SMPP_BINDS, Connector.BindMode.TRANSCEIVER, None
+            binds, mode, base = default_binds(), Connector.BindMode.TRANSCEIVER, None
         else:
             binds, mode, base = spec.binds, spec.bind_mode, spec
         kinds = (
@@ -182,7 +195,10 @@ class WorkerFleet:
         if not self.sole_worker:  # several workers share the binds: hold our share
             try:
                 held = await self.db.run(
-                    claim_binds, self.fleet_id, [slot.key for slot in binds], self.claim_ttl
+                    claim_binds,
+                    self.fleet_id,
+                    [slot.key for slot in binds if shared(slot)],
+                    self.claim_ttl,
                 )
             except Exception:
                 logger.warning(
@@ -193,7 +209,7 @@ class WorkerFleet:
             binds = {
                 slot: config
                 for slot, config in binds.items()
-                if slot.key in held.held and slot.key not in held.surplus
+                if not shared(slot) or (slot.key in held.held and slot.key not in held.surplus)
             }
         changes = []
         for slot, (worker, _) in list(self.workers.items()):
