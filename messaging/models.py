@@ -316,6 +316,10 @@ connector_name_validator = RegexValidator(
     "lower-case letters, digits, '-' and '_', starting with a letter or digit; "
     "not 'default' (the SMPP_* settings' connector)",
 )
+# SMPP's C-octet strings (system_id, password, system_type) are printable ASCII.
+_PRINTABLE_ASCII = RegexValidator(r"\A[\x20-\x7e]*\Z", "printable ASCII characters only")
+# A host name, an IPv4 address or an IPv6 one.
+_HOST = RegexValidator(r"\A[A-Za-z0-9._:\-]+\Z", "a host name or an IP address")
 _TON = MaxValueValidator(6)  # SMPP 3.4 5.2.5
 _NPI = MaxValueValidator(18)  # SMPP 3.4 5.2.6
 
@@ -336,16 +340,18 @@ class Connector(models.Model):
 
     name = models.CharField(max_length=64, unique=True, validators=[connector_name_validator])
     enabled = models.BooleanField(default=True)
-    host = models.CharField(max_length=253)
+    host = models.CharField(max_length=253, validators=[_HOST])
     port = models.PositiveIntegerField(
         default=2775, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
     tls = models.BooleanField(default=False)
     tls_insecure = models.BooleanField(default=False)  # skip certificate checks (testing only)
     tls_ca = models.CharField(max_length=500, blank=True, default="")  # PEM file of the CA
-    system_id = models.CharField(max_length=15)
-    password = models.CharField(max_length=8, blank=True, default="")
-    system_type = models.CharField(max_length=12, blank=True, default="")
+    system_id = models.CharField(max_length=15, validators=[_PRINTABLE_ASCII])
+    password = models.CharField(max_length=8, blank=True, default="", validators=[_PRINTABLE_ASCII])
+    system_type = models.CharField(
+        max_length=12, blank=True, default="", validators=[_PRINTABLE_ASCII]
+    )
     bind_mode = models.CharField(max_length=16, choices=BindMode.choices, default="transceiver")
     # Sessions (or transmitter + receiver pairs) held at once.
     binds = models.PositiveSmallIntegerField(

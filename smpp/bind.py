@@ -68,9 +68,13 @@ class BindRefused(LinkError):
 
 
 async def connect(cfg: SessionConfig) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The TCP (or TLS) connection, with Nagle off; raises ``LinkError``."""
-    ssl_context = _ssl_context(cfg) if cfg.tls else None
+    """The TCP (or TLS) connection, with Nagle off; raises ``LinkError``.
+
+    A CA file that cannot be read is a ``LinkError`` too: the connector's setting is
+    wrong, and its bind retries with backoff like any link that fails (others go on).
+    """
     try:
+        ssl_context = _ssl_context(cfg) if cfg.tls else None
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
                 cfg.host,
@@ -80,7 +84,7 @@ async def connect(cfg: SessionConfig) -> tuple[asyncio.StreamReader, asyncio.Str
             ),
             cfg.connect_timeout,
         )
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, ValueError) as exc:  # ValueError: a host it cannot look up
         raise LinkError(f"connection failed: {exc or type(exc).__name__}") from exc
     sock = writer.get_extra_info("socket")
     if sock is not None:

@@ -273,6 +273,28 @@ def test_connectors_added_changed_and_removed_while_traffic_flows_lose_nothing()
             simulator.stop()
 
 
+def test_a_connector_whose_settings_cannot_work_fails_alone():
+    a = smsc("smsapi", "secret")
+    try:
+        fleet = WorkerFleet(default_config(a), reload_interval=0.2)
+
+        async def scenario() -> None:
+            await add_connector("broken", a, "secret", tls=True, tls_ca="/nonexistent/ca.pem")
+            await until(
+                lambda: LinkStatus.objects.filter(
+                    connector="broken", state="disconnected", detail__contains="connection failed"
+                ).exists(),
+                what="the broken connector reported down",
+            )
+            body = await send("3361234000")
+            await until(all_delivered(1), what="the default connector still delivers")
+            assert body["connector"] == "default"
+
+        asyncio.run(run_fleet(fleet, scenario))  # run_fleet raises if the fleet died
+    finally:
+        a.stop()
+
+
 # --- failover ----------------------------------------------------------------------------------
 
 

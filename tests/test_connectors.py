@@ -211,6 +211,9 @@ def test_a_connector_is_made_changed_and_its_password_never_shown():
         ({"bind_mode": "sideways"}, "bind_mode"),
         ({"source_ton": 9}, "source_ton"),
         ({"password": "longer-than-8"}, "password"),
+        ({"system_id": "systèm"}, "system_id"),  # SMPP carries printable ASCII only
+        ({"system_type": "a\x00b"}, "system_type"),
+        ({"host": "smsc example"}, "host"),
     ],
 )
 def test_a_bad_connector_is_a_400_naming_the_field_and_nothing_is_stored(fields, field):
