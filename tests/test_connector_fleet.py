@@ -273,6 +273,35 @@ def test_connectors_added_changed_and_removed_while_traffic_flows_lose_nothing()
             simulator.stop()
 
 
+def test_a_transmitter_receiver_pair_sends_on_one_session_and_takes_receipts_on_the_other(
+    settings,
+):
+    settings.SMPP_DEFAULT_CONNECTOR = False
+    # Ids as a real SMSC gives them (large): on a pair, receipts overtake responses, and
+    # ids of 1-20 would read as each other in the other base (smpp/smsc_ids.py).
+    pair = smsc("pair", "pw-p", first_message_id=10**6)
+    try:
+        fleet = WorkerFleet(None, reload_interval=0.2)
+
+        async def scenario() -> None:
+            await add_connector("pair", pair, "pw-p", bind_mode="tx_rx")
+            await set_route("all", "pair")
+            await until(
+                lambda: LinkStatus.objects.filter(connector="pair", state="bound").count() == 2,
+                what="transmitter and receiver bound",
+            )
+            for i in range(20):
+                await send(f"4477{i:08d}")
+            await until(all_delivered(20), what="20 delivered, receipts on the receiver")
+
+        asyncio.run(run_fleet(fleet, scenario))
+        sessions = {r.session for r in pair.submits()}
+        assert len(pair.submits()) == 20 and len(sessions) == 1  # submits on the transmitter
+        assert pair.stats()["receipts_acknowledged"] == 20  # answered by the receiver
+    finally:
+        pair.stop()
+
+
 def test_a_connector_whose_settings_cannot_work_fails_alone():
     a = smsc("smsapi", "secret")
     try:
