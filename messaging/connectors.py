@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -31,12 +31,18 @@ from messaging.models import Connector
 from messaging.models import Route as RouteRow
 from messaging.orm_thread import in_db_thread
 from messaging.routing import DEFAULT_CONNECTOR, public_name, stored_name
+from sms.encoding import alphabet_carries
 
 logger = logging.getLogger(__name__)
 
 
 def default_connector_enabled() -> bool:
     return bool(getattr(settings, "SMPP_DEFAULT_CONNECTOR", True))
+
+
+def gateway_alphabet() -> str:
+    """What data_coding 0 means on a connector that does not say (the default one's)."""
+    return settings.SMPP_DEFAULT_ALPHABET
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -69,6 +75,8 @@ class ConnectorSpec:
     dest_ton: int | None = None
     dest_npi: int | None = None
     failover_after: float = 30.0
+    smsc_id_style: str = "auto"
+    default_alphabet: str = ""  # what data_coding 0 means there; "": SMPP_DEFAULT_ALPHABET
 
     @classmethod
     def from_row(cls, row: Connector) -> ConnectorSpec:
@@ -142,11 +150,17 @@ class RoutingState:
     ``enabled``: connectors that exist and are enabled (by stored name), with the
     seconds after which a down one is failed over (``failover_after``).
     ``usable``: enabled, and bound or down for less than its failover time.
+    ``alphabets``: what data_coding 0 means on each enabled connector's SMSC
+    (``SMPP_DEFAULT_ALPHABET`` for one not listed).
     """
 
     table: routing.RoutingTable
     enabled: dict[str, float]
     usable: frozenset[str]
+    alphabets: dict[str, str] = field(default_factory=dict)
+
+    def alphabet_of(self, connector: str) -> str:
+        return self.alphabets.get(connector) or gateway_alphabet()
 
     def choose(self, facts: routing.MessageFacts, key: int | str) -> routing.RouteChoice:
         """The connector for a new message: the first usable one of its route's
@@ -167,8 +181,15 @@ class RoutingState:
         self, facts: routing.MessageFacts, key: int | str, current: str
     ) -> routing.RouteChoice | None:
         """Where a queued message on the unusable connector ``current`` goes now: a
-        usable connector its route allows, or None (it stays where it is)."""
-        choice = self.table.choose(facts, key, self.usable.__contains__)
+        usable connector its route allows whose SMSC can carry its encoding (its
+        parts are made), or None (it stays where it is)."""
+
+        def takes(connector: str) -> bool:
+            return connector in self.usable and (
+                not facts.encoding or alphabet_carries(self.alphabet_of(connector), facts.encoding)
+            )
+
+        choice = self.table.choose(facts, key, takes)
         if choice is None or choice.connector == current:
             return None
         return choice
@@ -210,14 +231,18 @@ def unserved_routes(bound: set[str]) -> list[str]:
 def read_routing_state(availability: ConnectorAvailability) -> RoutingState:
     """The routing state as the store has it now (three reads)."""
     enabled: dict[str, float] = {}
+    alphabets: dict[str, str] = {}
     if default_connector_enabled():
         enabled[DEFAULT_CONNECTOR] = float(getattr(settings, "SMPP_FAILOVER_AFTER", 30.0))
     for row in _checked_connectors(Connector.objects.filter(enabled=True)):
         enabled[row.name] = row.failover_after
+        if row.default_alphabet:
+            alphabets[row.name] = row.default_alphabet
     return RoutingState(
         routing.RoutingTable(current_routes()),
         enabled,
         availability.usable(enabled, bound_connectors()),
+        alphabets,
     )
 
 

@@ -6,7 +6,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from messaging.states import State
-from smpp.smsc_ids import SMSC_ID_MAX_LENGTH
+from smpp.smsc_ids import SMSC_ID_MAX_LENGTH, IdStyle
+from sms.encoding import DEFAULT_ALPHABETS
 
 
 class ApiKey(models.Model):
@@ -372,6 +373,21 @@ class Connector(models.Model):
     dest_npi = models.PositiveSmallIntegerField(null=True, blank=True, validators=[_NPI])
     # Down (no bound link) or refusing for this long: its queued messages fail over.
     failover_after = models.FloatField(default=30.0, validators=[MinValueValidator(1.0)])
+    # How the SMSC writes a message's id in submit_sm_resp and in its receipt (Kannel's
+    # msg-id-type); known, receipts match without reading digits in both bases.
+    smsc_id_style = models.CharField(
+        max_length=16,
+        choices=[(style.value, style.description) for style in IdStyle],
+        default=IdStyle.AUTO.value,
+    )
+    # What data_coding 0 means on this SMSC; "": SMPP_DEFAULT_ALPHABET (the gateway's).
+    default_alphabet = models.CharField(
+        max_length=8,
+        blank=True,
+        default="",
+        choices=[("", "the gateway's (SMPP_DEFAULT_ALPHABET)")]
+        + [(name, name) for name in DEFAULT_ALPHABETS],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -55,11 +55,13 @@ def stored_name(public: str) -> str:
 @dataclass(frozen=True)
 class MessageFacts:
     """What routes look at: the destination (as given, with or without '+'),
-    the source, and the API key that sent it (None: none)."""
+    the source, and the API key that sent it (None: none); and, for failover, the
+    encoding its parts were made in ("": not made yet)."""
 
     dst: str
     src: str = ""
     api_key_id: int | None = None
+    encoding: str = ""
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class ParsedReceipt:
     submit_date: datetime | None  # UTC aware
     done_date: datetime | None  # UTC aware
     text: str
+    # The id came from the receipted_message_id TLV, which SMPP 3.4 defines as the
+    # submit_sm_resp's id: no base to translate, whatever the SMSC does in the text.
+    id_in_tlv: bool = False
 
 
 # A key is a word at a word boundary followed by a colon. The underscored and
@@ -100,7 +103,8 @@ def parse_receipt(
     body = _as_str(short_message).replace("\x00", "")
     fields, text = _split_fields(body)
 
-    smsc_id = normalize_smsc_id(receipted_message_id) or normalize_smsc_id(fields.get("id"))
+    tlv_id = normalize_smsc_id(receipted_message_id)
+    smsc_id = tlv_id or normalize_smsc_id(fields.get("id"))
 
     stat = normalize_stat(fields.get("stat", ""))
     state = STATE_BY_STAT.get(stat)
@@ -126,6 +130,7 @@ def parse_receipt(
         submit_date=parse_receipt_date(fields.get("submit date", "")),
         done_date=parse_receipt_date(fields.get("done date", "")),
         text=text,
+        id_in_tlv=bool(tlv_id) and bool(smsc_id),
     )
 
 

@@ -20,7 +20,7 @@ from smpp.constants import (
 )
 from smpp.pdu import as_text
 from smpp.receipts import normalize_smsc_id, parse_receipt
-from smpp.smsc_ids import match_keys
+from smpp.smsc_ids import IdStyle, receipt_keys
 from sms.splitting import parse_udh
 
 # What the store's address columns hold (the same for receipts and incoming messages).
@@ -60,19 +60,20 @@ def _is_data_sm_receipt(pdu: Any) -> bool:
     )
 
 
-def read_deliver(pdu: Any) -> ReceiptIn | FragmentIn:
-    """Classify and parse one decoded deliver_sm (or data_sm) PDU."""
+def read_deliver(pdu: Any, id_style: str = IdStyle.AUTO) -> ReceiptIn | FragmentIn:
+    """Classify and parse one decoded deliver_sm (or data_sm) PDU from an SMSC that
+    writes its message ids in ``id_style`` (``smpp.smsc_ids.IdStyle``)."""
     esm_class = pdu.esm_class or 0
     short_message = getattr(pdu, "short_message", None) or b""
     payload = getattr(pdu, "message_payload", None)
     if payload and not short_message:
         short_message = payload
     if is_receipt(esm_class) or _is_data_sm_receipt(pdu):
-        return _read_receipt(pdu, short_message)
+        return _read_receipt(pdu, short_message, id_style)
     return _read_fragment(pdu, esm_class, short_message)
 
 
-def _read_receipt(pdu: Any, short_message: bytes) -> ReceiptIn:
+def _read_receipt(pdu: Any, short_message: bytes, id_style: str) -> ReceiptIn:
     """A delivery receipt: its text parsed, its TLVs kept (the id normalised)."""
     tlv_id = getattr(pdu, "receipted_message_id", None)
     parsed = parse_receipt(
@@ -90,7 +91,7 @@ def _read_receipt(pdu: Any, short_message: bytes) -> ReceiptIn:
         tlvs["network_error_code"] = bytes(pdu.network_error_code).hex()
     return ReceiptIn(
         smsc_id=parsed.smsc_id,
-        match_keys=match_keys(parsed.smsc_id),
+        match_keys=receipt_keys(parsed.smsc_id, id_style, as_in_response=parsed.id_in_tlv),
         stat=parsed.stat,
         message_state=parsed.message_state,
         error_code=parsed.error_code,

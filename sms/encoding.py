@@ -117,6 +117,16 @@ def encode_text(text: str, encoding: str) -> bytes:
         raise UnencodableCharacter(text[error.start], error.start, encoding) from None
 
 
+def alphabet_carries(default_alphabet: str, encoding: str) -> bool:
+    """Whether text encoded as ``encoding`` can go to an SMSC whose data_coding 0
+    is ``default_alphabet`` (``data_coding_for``'s rule: gsm7 needs a GSM SMSC)."""
+    try:
+        data_coding_for(encoding, default_alphabet)
+    except ValueError:
+        return False
+    return True
+
+
 def data_coding_for(encoding: str, default_alphabet: str = "gsm7") -> int:
     """The SMPP data_coding for a concrete encoding.
 

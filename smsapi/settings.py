@@ -280,6 +280,10 @@ SMPP_RECONNECT_DELAYS = [
 ]
 # What data_coding 0 (the SMSC default alphabet) means on this SMSC: "gsm7" or "latin1".
 SMPP_DEFAULT_ALPHABET = os.environ.get("SMPP_DEFAULT_ALPHABET", "gsm7")
+# How the SMSC writes a message's id in submit_sm_resp and in its receipt (Kannel's
+# msg-id-type): "auto" (digits read in both bases), "same", "hex_response" (hex there,
+# decimal in the receipt) or "hex_receipt". smpp.smsc_ids.IdStyle; docs/routing.md.
+SMPP_SMSC_ID_STYLE = os.environ.get("SMPP_SMSC_ID_STYLE", "auto")
 # How long messages are carried: "udh" (8-bit ref), "udh16", "sar" or "payload".
 SMPP_CONCAT = os.environ.get("SMPP_CONCAT", "udh")
 SMPP_QUERY_SM = env_bool("SMPP_QUERY_SM", True)  # /v1/query asks the SMSC when no receipt yet

@@ -21,7 +21,7 @@ from django.db.models import Count
 from messaging import api_keys, store
 from messaging.api import sending
 from messaging.connectors import routing_cache
-from messaging.models import BindClaim, Connector, LinkStatus, Message, Route
+from messaging.models import BindClaim, Connector, LinkStatus, Message, Receipt, Route
 from messaging.states import State
 from smpp.session import SessionConfig
 from smpp_gateway.simulator import SimulatorConfig
@@ -128,6 +128,8 @@ def test_each_bind_gets_its_own_worker_and_a_tx_rx_connector_two(settings):
         window=7,
         max_rate=50,
         source_ton=5,
+        smsc_id_style="hex_receipt",
+        default_alphabet="latin1",
     )
     binds = wanted_binds({"": None, "uk": spec}, base)
     assert sorted(binds) == sorted(
@@ -138,6 +140,15 @@ def test_each_bind_gets_its_own_worker_and_a_tx_rx_connector_two(settings):
     assert (tx.connector, tx.bind_index, tx.session.bind_kind) == ("uk", 1, "transmitter")
     assert (tx.session.host, tx.session.window, tx.max_rate) == ("h", 7, 50)
     assert tx.submit_overrides == (("source_addr_ton", 5),)
+    default = binds[BindSlot("", 0, "transceiver")]
+    assert (tx.smsc_id_style, default.smsc_id_style) == ("hex_receipt", "auto")
+    assert (tx.default_alphabet, default.default_alphabet) == ("latin1", "gsm7")  # incoming
+
+
+def test_an_unknown_smsc_id_style_setting_stops_the_worker_with_its_name(settings):
+    settings.SMPP_SMSC_ID_STYLE = "hex"
+    with pytest.raises(ValueError, match="SMSC id style 'hex' is not one of auto, same"):
+        WorkerConfig.from_settings()
 
 
 def test_the_default_connector_is_each_workers_own_until_smpp_binds_is_set(settings):
@@ -300,6 +311,42 @@ def test_a_transmitter_receiver_pair_sends_on_one_session_and_takes_receipts_on_
         sessions = {r.session for r in pair.submits()}
         assert len(pair.submits()) == 20 and len(sessions) == 1  # submits on the transmitter
         assert pair.stats()["receipts_acknowledged"] == 20  # answered by the receiver
+    finally:
+        pair.stop()
+
+
+@pytest.mark.parametrize(
+    ("id_style", "simulator_ids"),
+    [("same", {}), ("hex_response", {"hex_ids": True})],
+)
+def test_with_its_id_style_known_small_ids_on_a_pair_match_their_own_messages(
+    settings, id_style, simulator_ids
+):
+    """Ids from 1, receipts overtaking responses: read in both bases, ``20`` would also
+    be hex ``14`` (another part in flight). The connector's style says which is meant."""
+    settings.SMPP_DEFAULT_CONNECTOR = False
+    pair = smsc("pair", "pw-p", receipt_before_response=True, **simulator_ids)
+    try:
+        fleet = WorkerFleet(None, reload_interval=0.2)
+
+        async def scenario() -> None:
+            await add_connector(
+                "pair", pair, "pw-p", bind_mode="tx_rx", window=50, smsc_id_style=id_style
+            )
+            await set_route("all", "pair")
+            await until(
+                lambda: LinkStatus.objects.filter(connector="pair", state="bound").count() == 2,
+                what="transmitter and receiver bound",
+            )
+            await asyncio.gather(*(send(f"4477{i:08d}") for i in range(300)))
+            await until(all_delivered(300), what="300 delivered")
+
+        asyncio.run(run_fleet(fleet, scenario))
+        assert min(int(r.id_str, 16 if simulator_ids else 10) for r in pair.submits()) == 1
+        receipts = Receipt.objects.select_related("part__message")
+        assert receipts.count() == 300 and not receipts.filter(part__isnull=True).exists()
+        wrong = [r.source_addr for r in receipts if r.source_addr != r.part.message.dst]
+        assert not wrong  # each receipt on the message it reports on
     finally:
         pair.stop()
 

@@ -124,6 +124,25 @@ def test_send_takes_the_route_of_its_destination_and_says_which_connector():
         assert detail["connector"] == expected
 
 
+def test_a_connector_that_reads_data_coding_0_as_latin1_gets_its_text_encoded_for_it():
+    connector("lat", default_alphabet="latin1")
+    route("fr", "lat", dst_prefixes="33")
+    route("rest", "default", position=1)
+    client = APIClient()
+    status, body = send(client, dst="33612345678", text="café")
+    assert status == 202, body
+    sent = Message.objects.get(pk=body["id"])
+    assert (sent.connector, sent.encoding, sent.data_coding) == ("lat", "latin1", 3)
+    status, body = send(client, dst="4915", text="café")  # the gateway's alphabet: GSM
+    assert (Message.objects.get(pk=body["id"]).encoding, body["connector"]) == ("gsm7", "default")
+    # GSM 03.38 asked for where data_coding 0 is Latin-1: refused, naming why.
+    status, body = send(client, dst="33612345679", text="café", enc="gsm7")
+    assert status == 400
+    assert body["error"].startswith('invalid parameter "enc"')
+    assert 'connector "lat" reads data_coding 0 as latin1' in body["error"]
+    assert not Message.objects.filter(dst="33612345679").exists()
+
+
 def test_a_message_no_route_takes_is_refused_and_nothing_is_stored():
     connector("uk")
     route("uk", "uk", dst_prefixes="44")
@@ -193,10 +212,14 @@ def test_a_connector_is_made_changed_and_its_password_never_shown():
     assert created.status_code == 201, created.json()
     assert "password" not in created.json()
     assert created.json()["password_set"] is True
-    changed = client.patch("/v1/connectors/uk-a", {"window": 50, "binds": 2}, format="json")
+    assert created.json()["smsc_id_style"] == "auto"
+    changed = client.patch(
+        "/v1/connectors/uk-a", {"window": 50, "binds": 2, "smsc_id_style": "same"}, format="json"
+    )
     assert changed.status_code == 200
     stored = Connector.objects.get(name="uk-a")
     assert (stored.window, stored.binds, stored.password) == (50, 2, "s3cret")
+    assert stored.smsc_id_style == "same"
     assert "s3cret" not in json.dumps(client.get("/v1/connectors").json())
 
 
@@ -214,6 +237,8 @@ def test_a_connector_is_made_changed_and_its_password_never_shown():
         ({"system_id": "systèm"}, "system_id"),  # SMPP carries printable ASCII only
         ({"system_type": "a\x00b"}, "system_type"),
         ({"host": "smsc example"}, "host"),
+        ({"smsc_id_style": "hex"}, "smsc_id_style"),
+        ({"default_alphabet": "ascii"}, "default_alphabet"),
     ],
 )
 def test_a_bad_connector_is_a_400_naming_the_field_and_nothing_is_stored(fields, field):
@@ -331,6 +356,10 @@ def test_the_command_adds_changes_and_removes_connectors_and_routes(monkeypatch)
     assert (stored.password, stored.window) == ("pw-new", 20)
     with pytest.raises(CommandError, match="port"):
         run("connectors", "set", "uk", "--port", "0")
+    run("connectors", "set", "uk", "--smsc-id-style", "hex_receipt")
+    assert json.loads(run("connectors", "show", "uk"))["smsc_id_style"] == "hex_receipt"
+    with pytest.raises(CommandError, match="smsc_id_style"):
+        run("connectors", "set", "uk", "--smsc-id-style", "hex")
     run("routes", "add", "uk", "--connectors", "uk,default", "--dst-prefixes", "44")
     check = json.loads(run("routes", "check", "--dst", "447700900001"))
     assert (check["route"], check["connector"], check["failover"]) == ("uk", "uk", ["default"])
@@ -377,11 +406,13 @@ def test_the_admin_never_shows_a_password_and_keeps_it_when_left_empty(admin_cli
             "response_timeout": 10,
             "link_timeout": 30,
             "failover_after": 30,
+            "smsc_id_style": "hex_response",
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     c.refresh_from_db()
     assert (c.host, c.password, c.window) == ("10.0.0.1", "topsecr", 10)
+    assert c.smsc_id_style == "hex_response"
 
 
 def test_the_admin_check_says_which_connector_would_take_it(admin_client_logged_in):
@@ -461,6 +492,34 @@ def test_failover_follows_the_route_and_leaves_what_it_cannot_place():
     assert reroute_queued({"a"}, choose).moved == {("a", "b"): 2}
     assert set(Message.objects.filter(pk__in=uk).values_list("connector", flat=True)) == {"b"}
     assert set(Message.objects.filter(pk__in=fr).values_list("connector", flat=True)) == {"a"}
+
+
+@pytest.mark.store
+def test_failover_moves_a_message_only_where_its_encoding_can_be_sent():
+    connector("a", failover_after=1)
+    connector("lat", default_alphabet="latin1")
+    route("all", "a,lat")
+    gsm = _queued("447700900001", "a", 1, text="hi")
+    ucs2 = _queued("447700900002", "a", 1, text="hi ☃")
+    now = timezone.now()
+    LinkStatus.objects.create(
+        worker_id="w-lat", state="bound", connector="lat", changed_at=now, heartbeat_at=now
+    )
+    clock = Clock()
+    availability = ConnectorAvailability(clock)
+    read_routing_state(availability)
+    clock.now += 5  # a down for longer than its failover time
+    state = read_routing_state(availability)
+    assert state.alphabet_of("lat") == "latin1" and state.alphabet_of("a") == "gsm7"
+
+    def choose(facts, key, current):
+        choice = state.reroute(facts, key, current)
+        return None if choice is None else choice.connector
+
+    # GSM 03.38 parts (data_coding 0) would read as Latin-1 there: they wait for "a".
+    assert reroute_queued({"a"}, choose).moved == {("a", "lat"): 1}
+    assert Message.objects.get(pk=gsm[0]).connector == "a"
+    assert Message.objects.get(pk=ucs2[0]).connector == "lat"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from sms.encoding import (
     ENCODINGS,
     UnencodableCharacter,
+    alphabet_carries,
     alphabet_of,
     data_coding_for,
     decode_gsm7,
@@ -146,6 +147,12 @@ def test_data_coding():
         data_coding_for("ucs2", "ebcdic")
     with pytest.raises(ValueError):
         data_coding_for("auto")
+
+
+def test_which_encodings_an_alphabet_carries():
+    assert [alphabet_carries("gsm7", name) for name in CONCRETE] == [True] * 4
+    assert [alphabet_carries("latin1", name) for name in CONCRETE] == [False, True, True, True]
+    assert not alphabet_carries("ebcdic", "ucs2")
 
 
 @pytest.mark.parametrize("encoding", CONCRETE)

@@ -17,7 +17,7 @@ from smpp.receipts import (
     parse_receipt,
     parse_receipt_date,
 )
-from smpp.smsc_ids import keys_match, match_key, match_keys
+from smpp.smsc_ids import IdStyle, keys_match, match_key, match_keys, receipt_keys, response_keys
 
 
 def utc(*args: int) -> datetime:
@@ -194,7 +194,9 @@ def test_tlv_only_receipt():
     r = parse_receipt(
         b"", receipted_message_id=b"abc123\x00", message_state=5, network_error_code=b"\x03\x00\x22"
     )
-    assert r == ParsedReceipt("abc123", "UNDELIV", 5, 0x22, None, None, None, None, "")
+    assert r == ParsedReceipt(
+        "abc123", "UNDELIV", 5, 0x22, None, None, None, None, "", id_in_tlv=True
+    )
 
 
 def test_tlvs_win_over_text():
@@ -414,3 +416,69 @@ def test_keys_of_an_overlong_string_skip_the_numbers():
 def test_keys_of_a_long_id_are_cheap_and_exact():
     long_hex = "f" * 64
     assert match_keys(long_hex) == (long_hex, str(16**64 - 1))
+
+
+# --- a connector's known id style (Kannel's msg-id-type) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("style", "response_id", "receipt_id"),
+    [
+        (IdStyle.SAME, "20", "20"),
+        (IdStyle.SAME, "00A1", "a1"),  # case and zeros still aside
+        (IdStyle.HEX_IN_RESPONSE, "2DC8C4", "3000516"),
+        (IdStyle.HEX_IN_RESPONSE, "14", "20"),
+        (IdStyle.HEX_IN_RECEIPT, "3000516", "002dc8c4"),
+        (IdStyle.HEX_IN_RECEIPT, "20", "14"),
+        (IdStyle.HEX_IN_RESPONSE, "M1000580", "m1000580"),  # not the style's form: its own key
+    ],
+)
+def test_a_known_style_matches_the_form_it_promises(style, response_id, receipt_id):
+    assert keys_match(response_id, receipt_id, style)
+    # A receipt that came first is kept under its first key and found by the response's.
+    assert receipt_keys(receipt_id, style)[0] in response_keys(response_id, style)
+
+
+@pytest.mark.parametrize(
+    ("style", "response_id", "receipt_id"),
+    [
+        # The small-id ambiguity: "auto" reads 20 as hex 14 too; a known style does not.
+        (IdStyle.SAME, "14", "20"),
+        (IdStyle.SAME, "20", "14"),
+        (IdStyle.HEX_IN_RESPONSE, "20", "20"),
+        (IdStyle.HEX_IN_RECEIPT, "20", "20"),
+        (IdStyle.HEX_IN_RECEIPT, "14", "20"),
+    ],
+)
+def test_a_known_style_does_not_guess_the_other_base(style, response_id, receipt_id):
+    assert keys_match(response_id, receipt_id)  # what "auto" would match
+    assert not keys_match(response_id, receipt_id, style)
+    assert receipt_keys(receipt_id, style)[0] not in response_keys(response_id, style)
+
+
+@given(st.sampled_from(list(IdStyle)), st.text(max_size=80), st.text(max_size=80))
+def test_a_receipt_kept_first_is_found_exactly_when_the_ids_match(style, response, receipt):
+    """The two ways a receipt meets its part agree: part known first (``keys_match``)
+    or receipt kept first and found from the response (``response_keys``)."""
+    kept = receipt_keys(receipt, style)
+    found = bool(kept) and kept[0] in response_keys(response, style)
+    if style != IdStyle.AUTO:  # "auto" also finds a kept receipt by its other-base keys
+        assert found == keys_match(response, receipt, style)
+    assert len(kept) <= 3 and len(receipt_keys("1" * 5000, style)) == 1
+
+
+def test_the_tlv_id_is_the_responses_form_whatever_the_text_style():
+    """SMPP 3.4 defines receipted_message_id as the submit_sm_resp's id; an SMSC with
+    hex responses and decimal texts (the simulator's hex_ids) sends the TLV in hex."""
+    text = b"id:20 sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD"
+    from_text = parse_receipt(text)
+    from_tlv = parse_receipt(text, receipted_message_id=b"14")
+    assert (from_text.id_in_tlv, from_tlv.id_in_tlv) == (False, True)
+    style = IdStyle.HEX_IN_RESPONSE
+    assert receipt_keys(from_text.smsc_id, style, as_in_response=from_text.id_in_tlv) == ("14",)
+    assert receipt_keys(from_tlv.smsc_id, style, as_in_response=from_tlv.id_in_tlv) == ("14",)
+
+
+def test_every_style_has_a_description_and_the_default_is_auto():
+    assert all(style.description for style in IdStyle)
+    assert receipt_keys("20") == match_keys("20")

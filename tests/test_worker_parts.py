@@ -24,7 +24,7 @@ from messaging.store import ClaimedPart, Notifications, ReceiptIn, SubmitOutcome
 from smpp.command_status import ESME_RINVBNDSTS, ESME_RINVDSTADR, ESME_RTHROTTLED
 from smpp.flow import AdaptiveRate, SubmitRefusals
 from smpp.session import BindRefused, LinkError, SessionConfig
-from smpp.smsc_ids import match_key, match_keys
+from smpp.smsc_ids import IdStyle, match_key, match_keys
 from smpp_gateway.worker import SMPPWorker, WorkerConfig
 from smpp_gateway.worker.answers import SubmitAnswers
 from smpp_gateway.worker.feeder import (
@@ -420,7 +420,7 @@ async def test_the_intake_queues_receipts_and_messages_with_their_session():
     pending = Pending()
     wait = ReceiptWait(pending, 10.0, 100)
     wait.hold(match_key("abc"), accepted(1, "abc"))
-    intake = IncomingDeliveries(link_with(session), pending, wait)
+    intake = IncomingDeliveries(link_with(session), pending, wait, IdStyle.AUTO)
     intake.on_deliver(deliver_pdu(esm_class=4, short_message=b"id:abc stat:DELIVRD err:000"), 5)
     intake.on_deliver(deliver_pdu(), 6)
     ((item, sequence, on),) = pending.receipts
@@ -434,7 +434,9 @@ async def test_the_intake_queues_receipts_and_messages_with_their_session():
 async def test_a_deliver_sm_that_cannot_be_read_is_refused_for_good_at_once():
     session = FakeSession()
     pending = Pending()
-    intake = IncomingDeliveries(link_with(session), pending, ReceiptWait(pending, 1.0, 10))
+    intake = IncomingDeliveries(
+        link_with(session), pending, ReceiptWait(pending, 1.0, 10), IdStyle.AUTO
+    )
     intake.on_deliver(deliver_pdu(source_addr=b"4" * 200), 9)  # longer than the store holds
     assert session.responses == [(9, RECEIVER_PERMANENT)]
     assert not pending
@@ -461,9 +463,9 @@ async def test_one_write_takes_results_and_receipts_then_answers_the_smsc():
     pending.receipts.append((receipt("a"), 5, session))
     pending.receipts.append((receipt("b"), 6, old_session))  # came before a reconnection
     await writer.flush()
-    ((name, (outcomes, receipts, _, connector)),) = db.calls
+    ((name, (outcomes, receipts, _, connector, id_style)),) = db.calls
     assert name == "record_results" and len(outcomes) == 1 and len(receipts) == 2
-    assert connector == ""  # the default connector's worker
+    assert (connector, id_style) == ("", "auto")  # the default connector's worker
     assert session.responses == [(5, 0)]
     assert not old_session.responses  # its sequence means nothing on the new session
     assert not pending and writer.unanswered == 0

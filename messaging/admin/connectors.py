@@ -67,6 +67,7 @@ class ConnectorAdmin(admin.ModelAdmin):
             },
         ),
         ("Addressing", {"fields": ["source_ton", "source_npi", "dest_ton", "dest_npi"]}),
+        ("Text and receipts", {"fields": ["default_alphabet", "smsc_id_style"]}),
     ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Connector | None = None) -> list:

@@ -29,10 +29,10 @@ from messaging.api.answers import (
 )
 from messaging.api.errors import STORE_UNAVAILABLE, first_error
 from messaging.api.intake import message_intake
-from messaging.api.serializers import SendSerializer, send_serializer
+from messaging.api.serializers import SendSerializer, checked_split, send_serializer
 from messaging.api.smsc_answers import SmscAnswers, smsc_answers
 from messaging.api_keys import scoped_idempotency_key
-from messaging.connectors import RoutingState, Unroutable, routing_cache
+from messaging.connectors import RoutingState, Unroutable, gateway_alphabet, routing_cache
 from messaging.models import ApiKey, Message
 from messaging.notify import ring_worker
 from messaging.orm_thread import in_db_thread
@@ -198,7 +198,8 @@ async def _answer_when_stored(message: Message, answers, wait: float) -> ApiAnsw
 def _route(new: NewMessage, state: RoutingState) -> ApiAnswer | None:
     """Choose the connector ``new`` goes through (``new.connector``); the 400 when
     no route takes it. The weighted split draws with the Idempotency-Key when there
-    is one (a retry draws alike), else at random."""
+    is one (a retry draws alike), else at random. A connector whose SMSC reads
+    data_coding 0 otherwise than the gateway gets the text encoded for it."""
     facts = MessageFacts(new.dst, new.src, new.api_key_id)
     try:
         choice = state.choose(facts, new.idempotency_key or secrets.token_hex(8))
@@ -207,6 +208,13 @@ def _route(new: NewMessage, state: RoutingState) -> ApiAnswer | None:
             400, {"error": f'{exc} (to "{new.dst}", from "{new.src}"); nothing was stored'}
         )
     new.connector = choice.connector
+    alphabet = state.alphabet_of(choice.connector)
+    if alphabet != gateway_alphabet():
+        try:
+            new.split = checked_split(new.text, new.requested_encoding, alphabet)
+        except ValidationError as exc:
+            where = f'connector "{public_name(choice.connector)}" reads data_coding 0 as {alphabet}'
+            return ApiAnswer(400, {"error": f"{first_error(exc.detail)} ({where})"})
     return None
 
 

@@ -20,7 +20,7 @@ from messaging.store import NewMessage
 from messaging.webhooks.targets import InvalidCallbackURL, clean_callback_url
 from sms.addresses import InvalidAddress, check_characters, clean_address
 from sms.encoding import ENCODINGS, UnencodableCharacter
-from sms.splitting import TooManyParts
+from sms.splitting import SplitResult, TooManyParts
 from upstream.drf import FewerSkipsSerializer
 
 REGISTER_CHOICES = ("final", "failure")
@@ -228,14 +228,7 @@ class SendSerializer(FewerSkipsSerializer):
             raise serializers.ValidationError(
                 {"validity": 'invalid parameter "validity": not after "schedule"'}
             )
-        try:
-            attrs["split"] = split_for_smsc(attrs["text"], attrs.get("enc") or "auto")
-        except UnencodableCharacter as exc:
-            raise serializers.ValidationError({"text": f'invalid parameter "text": {exc}'}) from exc
-        except TooManyParts as exc:
-            raise serializers.ValidationError({"text": f'invalid parameter "text": {exc}'}) from exc
-        except ValueError as exc:  # e.g. an encoding the SMSC's alphabet cannot carry
-            raise serializers.ValidationError({"enc": str(exc)}) from exc
+        attrs["split"] = checked_split(attrs["text"], attrs.get("enc") or "auto")
         return attrs
 
     def new_message(
@@ -268,6 +261,17 @@ class SendSerializer(FewerSkipsSerializer):
             request_hash=request_hash,
             api_key_id=api_key_id,
         )
+
+
+def checked_split(text: str, requested_encoding: str, default_alphabet: str = "") -> SplitResult:
+    """``split_for_smsc``, its refusals as the field errors a client is answered with;
+    ``default_alphabet``: the chosen connector's ("": the gateway's)."""
+    try:
+        return split_for_smsc(text, requested_encoding, default_alphabet=default_alphabet)
+    except (UnencodableCharacter, TooManyParts) as exc:
+        raise serializers.ValidationError({"text": f'invalid parameter "text": {exc}'}) from exc
+    except ValueError as exc:  # e.g. an encoding the SMSC's alphabet cannot carry
+        raise serializers.ValidationError({"enc": str(exc)}) from exc
 
 
 def _address_characters(value: str, name: str) -> str:

@@ -54,13 +54,13 @@ def reroute_queued(
         messages = list(
             Message.objects.select_for_update(skip_locked=True)
             .filter(state=State.QUEUED, connector__in=list(from_connectors))
-            .only("id", "dst", "src", "api_key_id", "connector", "parts_count")
+            .only("id", "dst", "src", "api_key_id", "connector", "parts_count", "encoding")
             .order_by("id")[:limit]
         )
         result.examined = len(messages)
         targets: dict[int, str] = {}
         for message in messages:
-            facts = MessageFacts(message.dst, message.src, message.api_key_id)
+            facts = MessageFacts(message.dst, message.src, message.api_key_id, message.encoding)
             target = choose(facts, message.pk, message.connector)
             if target is not None and target != message.connector:
                 targets[message.pk] = target

@@ -23,7 +23,7 @@ from messaging.store.result_rows import (
     write_rows,
 )
 from messaging.store.types import Notifications, ReceiptIn, SubmitOutcome
-from smpp.smsc_ids import match_key
+from smpp.smsc_ids import IdStyle, match_key
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,10 @@ logger = logging.getLogger(__name__)
 class _ResultBatch:
     """The parts and messages a batch of results touches, changed in memory, written once."""
 
-    def __init__(self, sql: Sql, connector: str = ""):
+    def __init__(self, sql: Sql, connector: str = "", id_style: str = IdStyle.AUTO):
         self.sql = sql
         self.connector = connector  # whose SMSC answered: ids and receipts are its own
+        self.id_style = id_style  # how that SMSC writes its ids (smpp.smsc_ids.IdStyle)
         self.now = timezone.now()
         self.parts: dict[int, _PartRow] = {}
         self.messages: dict[int, _MessageRow] = {}
@@ -49,7 +50,7 @@ class _ResultBatch:
 
     def load(self, outcomes: Sequence[SubmitOutcome], receipts: Sequence[ReceiptIn]) -> None:
         """Lock and read every part (and its message) the results may touch."""
-        self.wanted = wanted_keys(outcomes)
+        self.wanted = wanted_keys(outcomes, self.id_style)
         if self.wanted:
             self.waiting = receipts_waiting(self.sql, list(self.wanted), self.connector)
         keys = {k for r in receipts for k in r.match_keys}

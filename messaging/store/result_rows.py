@@ -18,7 +18,7 @@ from typing import NamedTuple
 from messaging.models import Event, Message, MessagePart, Receipt, StateTransition
 from messaging.store.backends import Sql
 from messaging.store.types import ReceiptIn, SubmitOutcome
-from smpp.smsc_ids import match_keys
+from smpp.smsc_ids import IdStyle, response_keys
 
 # A datetime as read: aware on PostgreSQL, naive UTC on SQLite (see ``aware``).
 Read = datetime | None
@@ -117,11 +117,12 @@ _WAITING = ", ".join(f'"{c}"' for c in WaitingReceipt._fields)
 # --- reading -------------------------------------------------------------------------
 
 
-def wanted_keys(outcomes: Iterable[SubmitOutcome]) -> dict[str, str]:
+def wanted_keys(outcomes: Iterable[SubmitOutcome], id_style: str = IdStyle.AUTO) -> dict[str, str]:
     """The keys a waiting receipt may carry for each new SMSC id -> the id's own key:
-    every id's own key first, so that an exact match wins over another id's other base."""
+    every id's own key first, so that an exact match wins over another id's other base.
+    ``id_style``: how the connector's SMSC writes its ids (``smpp.smsc_ids.IdStyle``)."""
     wanted: dict[str, str] = {}
-    keys_by_outcome = [match_keys(o.smsc_id) for o in outcomes if o.smsc_id]
+    keys_by_outcome = [response_keys(o.smsc_id, id_style) for o in outcomes if o.smsc_id]
     for keys in keys_by_outcome:
         wanted.setdefault(keys[0], keys[0])
     for keys in keys_by_outcome:

@@ -9,6 +9,7 @@ from django.db import transaction
 from messaging.store.backends import Sql
 from messaging.store.result_batch import _ResultBatch
 from messaging.store.types import Notifications, ReceiptIn, SubmitOutcome
+from smpp.smsc_ids import IdStyle
 
 RESULTS_LOCK = 0x534D5301  # advisory lock taken by every batch of results (PostgreSQL)
 #
@@ -45,11 +46,13 @@ def record_results(
     receipts: Sequence[ReceiptIn],
     max_attempts: int = 10,
     connector: str = "",
+    id_style: str = IdStyle.AUTO,
 ) -> Notifications:
     """``record_submit_outcomes(outcomes)`` then ``store_receipts(receipts)``, in one
     transaction: the same rows, transitions and events as the two calls, with a
     few statements for the whole batch instead of several per message. Both from
-    ``connector``'s SMSC ("": the default connector's)."""
+    ``connector``'s SMSC ("": the default connector's), which writes its ids in
+    ``id_style`` (``smpp.smsc_ids.IdStyle``; the receipts' keys already follow it)."""
     if not outcomes and not receipts:
         return Notifications()
     with transaction.atomic(), Sql() as sql:
@@ -59,7 +62,7 @@ def record_results(
         # unmatched while its part's SMSC id is being written, neither transaction
         # seeing the other's row, and stay unmatched for good.
         sql.serialize(RESULTS_LOCK)
-        batch = _ResultBatch(sql, connector)
+        batch = _ResultBatch(sql, connector, id_style)
         batch.load(outcomes, receipts)
         if outcomes:
             batch.apply_outcomes(outcomes, max_attempts)

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from messaging.connectors import ConnectorSpec
 from smpp.session import SessionConfig
+from smpp.smsc_ids import IdStyle
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class WorkerConfig:
     bind_index: int = 0  # which of the connector's binds (0-based)
     # submit_sm fields the connector sets whatever the message says (its TON/NPI).
     submit_overrides: tuple[tuple[str, int], ...] = ()
+    # How its SMSC writes message ids in responses and receipts (smpp.smsc_ids.IdStyle).
+    smsc_id_style: str = IdStyle.AUTO
     reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
     claim_batch: int = 500  # most parts claimed at once, and kept ready ahead of the window
     poll_interval: float = 0.5
@@ -74,6 +77,7 @@ class WorkerConfig:
             "max_rate": settings.SMPP_MAX_RATE or None,
             "max_attempts": settings.SMPP_MAX_ATTEMPTS,
             "stall_rebind_after": settings.SMPP_STALL_REBIND_AFTER,
+            "smsc_id_style": _id_style(settings.SMPP_SMSC_ID_STYLE),
         }
         values.update(overrides)
         return cls(**values)
@@ -114,6 +118,17 @@ class WorkerConfig:
             connector=spec.name,
             bind_index=bind_index,
             submit_overrides=overrides,
+            smsc_id_style=_id_style(spec.smsc_id_style),
+            default_alphabet=spec.default_alphabet or base.default_alphabet,
             max_rate=spec.max_rate or None,
             lease_seconds=max(base.lease_seconds, spec.response_timeout * 2),
         )
+
+
+def _id_style(value: str) -> IdStyle:
+    try:
+        return IdStyle(value)
+    except ValueError:
+        raise ValueError(
+            f"SMSC id style {value!r} is not one of {', '.join(s.value for s in IdStyle)}"
+        ) from None

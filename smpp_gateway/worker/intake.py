@@ -28,16 +28,19 @@ _SEEN = ("source_addr", "destination_addr", "esm_class", "data_coding", "short_m
 class IncomingDeliveries:
     """The session's ``on_deliver``."""
 
-    def __init__(self, link: Link, pending: Pending, receipt_wait: ReceiptWait) -> None:
+    def __init__(
+        self, link: Link, pending: Pending, receipt_wait: ReceiptWait, id_style: str
+    ) -> None:
         self.link = link
         self.pending = pending
         self.receipt_wait = receipt_wait
+        self.id_style = id_style  # how this SMSC writes its message ids
 
     def on_deliver(self, pdu: Any, sequence: int) -> None:
         """Queue what ``pdu`` carries for the next write (or refuse it for good)."""
         session = self.link.session
         try:
-            item = read_deliver(pdu)
+            item = read_deliver(pdu, self.id_style)
         except Exception as exc:
             # The same bytes would fail the same way: refused for good, not "retry".
             logger.error(

@@ -67,7 +67,9 @@ class SMPPWorker:
         self.answers = SubmitAnswers(
             self.link, pending, self.receipt_wait, self.rate, self.refusals
         )
-        self.intake = IncomingDeliveries(self.link, pending, self.receipt_wait)
+        self.intake = IncomingDeliveries(
+            self.link, pending, self.receipt_wait, config.smsc_id_style
+        )
         self.feeder = Feeder(
             config, self.worker_id, self.claims, self.rate, pending, self.receipt_wait, self.results
         )

@@ -136,6 +136,7 @@ class ResultWriter:
                     receipts,
                     self.config.max_attempts,
                     self.config.connector,
+                    self.config.smsc_id_style,
                 )
             )
         except Exception:
@@ -221,7 +222,12 @@ class ResultWriter:
         """Submit results alone (no receipts), from this worker's connector."""
         config = self.config
         return await self.db.run(
-            store.record_results, outcomes, (), config.max_attempts, config.connector
+            store.record_results,
+            outcomes,
+            (),
+            config.max_attempts,
+            config.connector,
+            config.smsc_id_style,
         )
 
     async def store_each(

@@ -41,6 +41,8 @@ FIELD_OPTIONS = {
     "dest_ton": int,
     "dest_npi": int,
     "failover_after": float,
+    "smsc_id_style": str,
+    "default_alphabet": str,
 }
 SHOWN_FIELDS = ["name", "enabled", *FIELD_OPTIONS, "tls", "tls_insecure"]
 
