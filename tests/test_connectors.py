@@ -448,6 +448,26 @@ def _queued(dst: str, connector_name: str, count: int = 1, text: str = "hi") -> 
     ]
 
 
+def _after_a_is_down_5_seconds(bound: str):
+    """The routing state once connector "a" (failover_after=1) has not been bound for
+    5 s while ``bound`` is, and the failover chooser the fleet hands the store."""
+    now = timezone.now()
+    LinkStatus.objects.create(
+        worker_id=f"w-{bound}", state="bound", connector=bound, changed_at=now, heartbeat_at=now
+    )
+    clock = Clock()
+    availability = ConnectorAvailability(clock)
+    read_routing_state(availability)
+    clock.now += 5
+    state = read_routing_state(availability)
+
+    def choose(facts, key, current):
+        choice = state.reroute(facts, key, current)
+        return None if choice is None else choice.connector
+
+    return state, choose
+
+
 @pytest.mark.store
 def test_queued_messages_move_only_when_none_of_their_parts_has_left():
     ids = _queued("447700900001", "a", 3)
@@ -474,21 +494,8 @@ def test_failover_follows_the_route_and_leaves_what_it_cannot_place():
     route("fr", "a", dst_prefixes="33", position=1)
     uk = _queued("447700900001", "a", 2)
     fr = _queued("33612345678", "a", 2)
-    now = timezone.now()
-    LinkStatus.objects.create(
-        worker_id="w-b", state="bound", connector="b", changed_at=now, heartbeat_at=now
-    )
-    clock = Clock()
-    availability = ConnectorAvailability(clock)
-    read_routing_state(availability)
-    clock.now += 5  # a has not been seen bound for 5 s > 1 s
-    state = read_routing_state(availability)
+    state, choose = _after_a_is_down_5_seconds(bound="b")
     assert "a" not in state.usable and "b" in state.usable
-
-    def choose(facts, key, current):
-        choice = state.reroute(facts, key, current)
-        return None if choice is None else choice.connector
-
     assert reroute_queued({"a"}, choose).moved == {("a", "b"): 2}
     assert set(Message.objects.filter(pk__in=uk).values_list("connector", flat=True)) == {"b"}
     assert set(Message.objects.filter(pk__in=fr).values_list("connector", flat=True)) == {"a"}
@@ -501,21 +508,8 @@ def test_failover_moves_a_message_only_where_its_encoding_can_be_sent():
     route("all", "a,lat")
     gsm = _queued("447700900001", "a", 1, text="hi")
     ucs2 = _queued("447700900002", "a", 1, text="hi ☃")
-    now = timezone.now()
-    LinkStatus.objects.create(
-        worker_id="w-lat", state="bound", connector="lat", changed_at=now, heartbeat_at=now
-    )
-    clock = Clock()
-    availability = ConnectorAvailability(clock)
-    read_routing_state(availability)
-    clock.now += 5  # a down for longer than its failover time
-    state = read_routing_state(availability)
+    state, choose = _after_a_is_down_5_seconds(bound="lat")
     assert state.alphabet_of("lat") == "latin1" and state.alphabet_of("a") == "gsm7"
-
-    def choose(facts, key, current):
-        choice = state.reroute(facts, key, current)
-        return None if choice is None else choice.connector
-
     # GSM 03.38 parts (data_coding 0) would read as Latin-1 there: they wait for "a".
     assert reroute_queued({"a"}, choose).moved == {("a", "lat"): 1}
     assert Message.objects.get(pk=gsm[0]).connector == "a"
