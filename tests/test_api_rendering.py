@@ -76,14 +76,14 @@ def test_an_unacceptable_accept_header_is_refused_and_nothing_is_stored():
     assert Message.objects.count() == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_media_type_parameters_still_reach_the_renderer():
     response = APIClient().post("/v1/send", DRY_RUN, HTTP_ACCEPT="application/json; indent=4")
     assert response.status_code == 200
     assert response.content.decode() == json.dumps(response.json(), indent=4)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_an_answer_is_rendered_once(monkeypatch):
     renders = []
     render = JSONRenderer.render

@@ -135,6 +135,15 @@ def test_a_connector_that_reads_data_coding_0_as_latin1_gets_its_text_encoded_fo
     assert (sent.connector, sent.encoding, sent.data_coding) == ("lat", "latin1", 3)
     status, body = send(client, dst="4915", text="café")  # the gateway's alphabet: GSM
     assert (Message.objects.get(pk=body["id"]).encoding, body["connector"]) == ("gsm7", "default")
+    # The cost preview routes and counts alike: 160 "é" are one GSM part, two Latin-1 ones.
+    preview = client.post(
+        "/v1/send", {"dst": "33612345678", "text": "é" * 160, "dry_run": "1"}, format="json"
+    ).json()
+    assert (preview["connector"], preview["encoding"], preview["parts"]) == ("lat", "latin1", 2)
+    preview = client.post(
+        "/v1/send", {"dst": "4915", "text": "é" * 160, "dry_run": "1"}, format="json"
+    ).json()
+    assert (preview["connector"], preview["encoding"], preview["parts"]) == ("default", "gsm7", 1)
     # GSM 03.38 asked for where data_coding 0 is Latin-1: refused, naming why.
     status, body = send(client, dst="33612345679", text="café", enc="gsm7")
     assert status == 400
@@ -151,6 +160,8 @@ def test_a_message_no_route_takes_is_refused_and_nothing_is_stored():
     assert "no route takes this message" in body["error"]
     assert "nothing was stored" in body["error"]
     assert not Message.objects.exists()
+    status, body = send(APIClient(), dst="33612345678", dry_run="1")  # the preview says so too
+    assert status == 400 and "no route takes this message" in body["error"]
 
 
 def test_routes_by_source_and_by_api_key(settings):

@@ -74,6 +74,9 @@ class DryRunSerializer(serializers.Serializer):
     units = serializers.IntegerField(help_text="Length of the whole text in unit_name.")
     unit_name = serializers.CharField()
     ucs2_forced_by = serializers.ListField(child=serializers.CharField())
+    connector = serializers.CharField(
+        help_text="The connector its route would take now (the text is counted for it)."
+    )
 
 
 class BatchResultSerializer(serializers.Serializer):

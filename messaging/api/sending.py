@@ -98,6 +98,8 @@ async def send(
     if isinstance(checked, ApiAnswer):
         return checked
     serializer, params, idempotency_key = checked
+    if params.get("dry_run"):
+        return await _dry_run(serializer, params, idempotency_key, api_key)
     request_hash = _request_hash(data) if idempotency_key else ""
     if idempotency_key:
         try:
@@ -136,7 +138,7 @@ def _checked_request(
     data: dict, idempotency_key: str | None, api_key: ApiKey | None
 ) -> tuple[SendSerializer, dict, str | None] | ApiAnswer:
     """The serializer, the validated parameters and the key's own Idempotency-Key;
-    or the answer already due (400, or a dry run's 200)."""
+    or the 400 already due."""
     if (key_error := idempotency_key_error(idempotency_key)) is not None:
         return ApiAnswer(400, {"error": key_error})
     idempotency_key = scoped_idempotency_key(idempotency_key, api_key)
@@ -146,9 +148,23 @@ def _checked_request(
     params = _validate(serializer, data)
     if isinstance(params, ApiAnswer):
         return params
-    if params.get("dry_run"):
-        return ApiAnswer(200, _preview(params["split"]))
     return serializer, params, idempotency_key
+
+
+async def _dry_run(
+    serializer: SendSerializer, params: dict, idempotency_key: str | None, api_key: ApiKey | None
+) -> ApiAnswer:
+    """The cost preview: the message routed (a weighted split drawn as the same
+    Idempotency-Key would draw it) and encoded as it would be now, or the 400 it
+    would get; nothing stored."""
+    new = serializer.new_message(idempotency_key, "", _owner_id(api_key), data=params)
+    try:
+        routing_state = await routing_cache.aget()
+    except DatabaseError as exc:
+        return _store_unavailable(exc)
+    if (refusal := _route(new, routing_state)) is not None:
+        return refusal
+    return ApiAnswer(200, {**_preview(new.split), "connector": public_name(new.connector)})
 
 
 async def _smsc_answers_within(wait: float) -> SmscAnswers | None:
