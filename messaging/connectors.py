@@ -77,6 +77,7 @@ class ConnectorSpec:
     failover_after: float = 30.0
     smsc_id_style: str = "auto"
     default_alphabet: str = ""  # what data_coding 0 means there; "": SMPP_DEFAULT_ALPHABET
+    password_variable: str = ""  # set: the password is read from the worker's environment
 
     @classmethod
     def from_row(cls, row: Connector) -> ConnectorSpec:

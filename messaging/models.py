@@ -321,6 +321,9 @@ connector_name_validator = RegexValidator(
 _PRINTABLE_ASCII = RegexValidator(r"\A[\x20-\x7e]*\Z", "printable ASCII characters only")
 # A host name, an IPv4 address or an IPv6 one.
 _HOST = RegexValidator(r"\A[A-Za-z0-9._:\-]+\Z", "a host name or an IP address")
+_VARIABLE_NAME = RegexValidator(
+    r"\A[A-Za-z_][A-Za-z0-9_]*\Z", "an environment variable's name (letters, digits, _)"
+)
 _TON = MaxValueValidator(6)  # SMPP 3.4 5.2.5
 _NPI = MaxValueValidator(18)  # SMPP 3.4 5.2.6
 
@@ -333,6 +336,8 @@ class Connector(models.Model):
     worker(s) bind every enabled connector within seconds of a change
     (``smpp_gateway.worker.fleet``). The password must be readable to bind; it is
     never shown back (the admin, the API and the command show whether one is set).
+    With ``password_variable`` none is stored: each worker reads it from its own
+    environment when it binds.
     """
 
     class BindMode(models.TextChoices):
@@ -350,6 +355,10 @@ class Connector(models.Model):
     tls_ca = models.CharField(max_length=500, blank=True, default="")  # PEM file of the CA
     system_id = models.CharField(max_length=15, validators=[_PRINTABLE_ASCII])
     password = models.CharField(max_length=8, blank=True, default="", validators=[_PRINTABLE_ASCII])
+    # Set: the password is this environment variable of the worker's (the stored one unused).
+    password_variable = models.CharField(
+        max_length=64, blank=True, default="", validators=[_VARIABLE_NAME]
+    )
     system_type = models.CharField(
         max_length=12, blank=True, default="", validators=[_PRINTABLE_ASCII]
     )

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import signal
 import time
+from dataclasses import replace
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -143,6 +144,25 @@ def test_each_bind_gets_its_own_worker_and_a_tx_rx_connector_two(settings):
     default = binds[BindSlot("", 0, "transceiver")]
     assert (tx.smsc_id_style, default.smsc_id_style) == ("hex_receipt", "auto")
     assert (tx.default_alphabet, default.default_alphabet) == ("latin1", "gsm7")  # incoming
+
+
+def test_a_password_variable_is_read_from_the_environment_and_checked(monkeypatch):
+    from messaging.connectors import ConnectorSpec
+    from smpp_gateway.worker.config import bind_password
+
+    spec = ConnectorSpec("uk", "h", 1, "s", "stored", password_variable="UK_PW")
+    monkeypatch.setenv("UK_PW", "from-env")
+    assert bind_password(spec) == ("from-env", "")
+    assert WorkerConfig.for_connector(spec).session.password == "from-env"
+    monkeypatch.setenv("UK_PW", "nine-long")
+    assert bind_password(spec) == (
+        "",
+        "password variable UK_PW is not an SMPP password (8 printable ASCII at most)",
+    )
+    monkeypatch.delenv("UK_PW")
+    unusable = WorkerConfig.for_connector(spec).unusable
+    assert unusable == "password variable UK_PW is not set in the worker's environment"
+    assert bind_password(replace(spec, password_variable="")) == ("stored", "")
 
 
 def test_an_unknown_smsc_id_style_setting_stops_the_worker_with_its_name(settings):
@@ -371,6 +391,44 @@ def test_a_connector_whose_settings_cannot_work_fails_alone():
         asyncio.run(run_fleet(fleet, scenario))  # run_fleet raises if the fleet died
     finally:
         a.stop()
+
+
+def test_a_password_from_the_workers_environment_binds_and_a_missing_one_fails_alone(
+    settings, monkeypatch
+):
+    settings.SMPP_DEFAULT_CONNECTOR = False
+    a, b = smsc("a", "pw-a"), smsc("b", "pw-b")
+    monkeypatch.setenv("SMSC_A_PASSWORD", "pw-a")
+    monkeypatch.delenv("SMSC_B_PASSWORD", raising=False)
+    try:
+        fleet = WorkerFleet(None, reload_interval=0.2)
+
+        async def scenario() -> None:
+            await add_connector("a", a, "", password_variable="SMSC_A_PASSWORD")
+            await add_connector("b", b, "pw-b", password_variable="SMSC_B_PASSWORD")
+            await set_route("all", "a,b")
+            await until(
+                lambda: LinkStatus.objects.filter(
+                    connector="b",
+                    state="disconnected",
+                    detail="password variable SMSC_B_PASSWORD is not set in the worker's "
+                    "environment",
+                ).exists(),
+                what="b reported unusable",
+            )
+            await until(
+                lambda: LinkStatus.objects.filter(connector="a", state="bound").exists(),
+                what="a bound with the password from the environment",
+            )
+            await send("4477000001")
+            await until(all_delivered(1), what="delivered through a")
+
+        asyncio.run(run_fleet(fleet, scenario))
+        assert len(a.submits()) == 1 and not b.submits()
+        assert b.stats()["binds"] == 0  # never tried with the stored password instead
+    finally:
+        a.stop()
+        b.stop()
 
 
 # --- failover ----------------------------------------------------------------------------------

@@ -231,6 +231,10 @@ def test_a_connector_is_made_changed_and_its_password_never_shown():
     stored = Connector.objects.get(name="uk-a")
     assert (stored.window, stored.binds, stored.password) == (50, 2, "s3cret")
     assert stored.smsc_id_style == "same"
+    by_variable = client.patch(
+        "/v1/connectors/uk-a", {"password_variable": "UK_A_PASSWORD"}, format="json"
+    )
+    assert by_variable.json()["password_variable"] == "UK_A_PASSWORD"  # a name, not a secret
     assert "s3cret" not in json.dumps(client.get("/v1/connectors").json())
 
 
@@ -250,6 +254,8 @@ def test_a_connector_is_made_changed_and_its_password_never_shown():
         ({"host": "smsc example"}, "host"),
         ({"smsc_id_style": "hex"}, "smsc_id_style"),
         ({"default_alphabet": "ascii"}, "default_alphabet"),
+        ({"password_variable": "UK-PW"}, "password_variable"),
+        ({"password_variable": "$(reboot)"}, "password_variable"),
     ],
 )
 def test_a_bad_connector_is_a_400_naming_the_field_and_nothing_is_stored(fields, field):
@@ -367,6 +373,8 @@ def test_the_command_adds_changes_and_removes_connectors_and_routes(monkeypatch)
     assert (stored.password, stored.window) == ("pw-new", 20)
     with pytest.raises(CommandError, match="port"):
         run("connectors", "set", "uk", "--port", "0")
+    run("connectors", "set", "uk", "--password-variable", "UK_SMSC_PASSWORD")
+    assert json.loads(run("connectors", "show", "uk"))["password_variable"] == "UK_SMSC_PASSWORD"
     run("connectors", "set", "uk", "--smsc-id-style", "hex_receipt")
     assert json.loads(run("connectors", "show", "uk"))["smsc_id_style"] == "hex_receipt"
     with pytest.raises(CommandError, match="smsc_id_style"):

@@ -52,7 +52,19 @@ class ConnectorAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "enabled"]}),
         ("SMSC", {"fields": ["host", "port", "tls", "tls_insecure", "tls_ca"]}),
-        ("Bind", {"fields": ["system_id", "password", "system_type", "bind_mode", "binds"]}),
+        (
+            "Bind",
+            {
+                "fields": [
+                    "system_id",
+                    "password",
+                    "password_variable",
+                    "system_type",
+                    "bind_mode",
+                    "binds",
+                ]
+            },
+        ),
         (
             "Pace and timeouts",
             {

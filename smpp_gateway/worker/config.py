@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,6 +25,9 @@ class WorkerConfig:
     submit_overrides: tuple[tuple[str, int], ...] = ()
     # How its SMSC writes message ids in responses and receipts (smpp.smsc_ids.IdStyle).
     smsc_id_style: str = IdStyle.AUTO
+    # Why this bind cannot work as configured (a password variable that is not set):
+    # reported as its link's failure and retried slowly, never raised (others go on).
+    unusable: str = ""
     reconnect_delays: tuple[float, ...] = (1, 2, 5, 10, 20, 30)
     claim_batch: int = 500  # most parts claimed at once, and kept ready ahead of the window
     poll_interval: float = 0.5
@@ -87,12 +91,13 @@ class WorkerConfig:
         """The worker of one bind of a stored connector: the connector's own address,
         credentials and pace, the settings' for the rest (retries, leases...)."""
         base = cls.from_settings()
+        password, unusable = bind_password(spec)
         session = replace(
             base.session,
             host=spec.host,
             port=spec.port,
             system_id=spec.system_id,
-            password=spec.password,
+            password=password,
             system_type=spec.system_type,
             tls=spec.tls,
             tls_insecure=spec.tls_insecure,
@@ -119,10 +124,25 @@ class WorkerConfig:
             bind_index=bind_index,
             submit_overrides=overrides,
             smsc_id_style=_id_style(spec.smsc_id_style),
+            unusable=unusable,
             default_alphabet=spec.default_alphabet or base.default_alphabet,
             max_rate=spec.max_rate or None,
             lease_seconds=max(base.lease_seconds, spec.response_timeout * 2),
         )
+
+
+def bind_password(spec: ConnectorSpec) -> tuple[str, str]:
+    """(the password ``spec`` binds with, why it cannot bind or ""): the stored one,
+    or its ``password_variable`` read from this process's environment."""
+    name = spec.password_variable
+    if not name:
+        return spec.password, ""
+    value = os.environ.get(name)
+    if value is None:
+        return "", f"password variable {name} is not set in the worker's environment"
+    if len(value) > 8 or not all("\x20" <= c <= "\x7e" for c in value):
+        return "", f"password variable {name} is not an SMPP password (8 printable ASCII at most)"
+    return value, ""
 
 
 def _id_style(value: str) -> IdStyle:

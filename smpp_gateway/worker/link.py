@@ -67,6 +67,11 @@ class Link:
     ) -> SMPPSession | None:
         """A bound session (now ``self.session``), or None after a failure (logged)."""
         cfg = self.config.session
+        if self.config.unusable:  # a setting only the operator can fix: retry slowly
+            await self.set_state("disconnected", self.config.unusable)
+            logger.error("SMPP connector %s: %s", self.config.connector, self.config.unusable)
+            self._failures = len(self.config.reconnect_delays) - 1
+            return None
         await self.set_state("connecting", self.smsc_address)
         session = self.session_factory(cfg, on_submit_response, on_deliver)
         try:

@@ -4,7 +4,8 @@ The running worker(s) take a change up within ``SMPP_CONNECTOR_RELOAD`` seconds,
 no restart. A password is never given on the command line (others can read it
 in the process list): ``--password-env NAME`` reads it from that environment
 variable, ``--password-stdin`` from the first line of standard input. It is
-never printed: ``show`` says whether one is set.
+never printed: ``show`` says whether one is set. ``--password-variable NAME``
+stores no password at all: each worker reads NAME from its own environment.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ FIELD_OPTIONS = {
     "failover_after": float,
     "smsc_id_style": str,
     "default_alphabet": str,
+    "password_variable": str,
 }
 SHOWN_FIELDS = ["name", "enabled", *FIELD_OPTIONS, "tls", "tls_insecure"]
 
@@ -76,7 +78,9 @@ class Command(BaseCommand):
             sub.add_argument("--tls-insecure", action=argparse.BooleanOptionalAction, default=None)
             sub.add_argument("--disabled", action="store_true", help="stored, not bound")
             secret = sub.add_mutually_exclusive_group()
-            secret.add_argument("--password-env", metavar="VARIABLE")
+            secret.add_argument(
+                "--password-env", metavar="VARIABLE", help="store the password VARIABLE holds now"
+            )
             secret.add_argument("--password-stdin", action="store_true")
 
     def handle(self, *args, action: str, **options) -> None:
