@@ -36,6 +36,8 @@ from enum import StrEnum
 # parts could share one id and a receipt match the wrong message.
 SMSC_ID_MAX_LENGTH = 255
 _HEX_DIGITS = frozenset("0123456789abcdef")
+# ASCII only: str.isdigit() also takes "²" (int() refuses it) and "١٢" (int() reads 12).
+_DECIMAL_DIGITS = frozenset("0123456789")
 # Ids longer than this are not SMPP ids (65 octets at most): no base conversion,
 # which would cost more the longer they are and could never match a real id.
 _MAX_NUMERIC_LENGTH = 64
@@ -113,7 +115,7 @@ def receipt_keys(
     if not key:
         return ()
     if len(key) <= _MAX_NUMERIC_LENGTH and not as_in_response:
-        if style == IdStyle.HEX_IN_RESPONSE and key.isdigit():
+        if style == IdStyle.HEX_IN_RESPONSE and _DECIMAL_DIGITS.issuperset(key):
             return (format(int(key), "x"),)
         if style == IdStyle.HEX_IN_RECEIPT and _HEX_DIGITS.issuperset(key):
             return (str(int(key, 16)),)

@@ -431,6 +431,8 @@ def test_keys_of_a_long_id_are_cheap_and_exact():
         (IdStyle.HEX_IN_RECEIPT, "3000516", "002dc8c4"),
         (IdStyle.HEX_IN_RECEIPT, "20", "14"),
         (IdStyle.HEX_IN_RESPONSE, "M1000580", "m1000580"),  # not the style's form: its own key
+        (IdStyle.HEX_IN_RESPONSE, "²", "²"),  # a digit to str.isdigit, not to int()
+        (IdStyle.HEX_IN_RESPONSE, "١٢", "١٢"),  # Arabic-Indic digits: not read as 12
     ],
 )
 def test_a_known_style_matches_the_form_it_promises(style, response_id, receipt_id):
