@@ -112,11 +112,7 @@ async def send(
     wait = params.get("wait", 0.0) if params.get("schedule") is None else 0.0
     answers = await _smsc_answers_within(wait)
     new = serializer.new_message(idempotency_key, request_hash, _owner_id(api_key), data=params)
-    try:
-        routing_state = await routing_cache.aget()
-    except DatabaseError as exc:
-        return _store_unavailable(exc)
-    if (refusal := _route(new, routing_state)) is not None:
+    if (refusal := await _route_now(new)) is not None:
         return refusal
     if answers is not None:
         try:
@@ -158,11 +154,7 @@ async def _dry_run(
     Idempotency-Key would draw it) and encoded as it would be now, or the 400 it
     would get; nothing stored."""
     new = serializer.new_message(idempotency_key, "", _owner_id(api_key), data=params)
-    try:
-        routing_state = await routing_cache.aget()
-    except DatabaseError as exc:
-        return _store_unavailable(exc)
-    if (refusal := _route(new, routing_state)) is not None:
+    if (refusal := await _route_now(new)) is not None:
         return refusal
     return ApiAnswer(200, {**_preview(new.split), "connector": public_name(new.connector)})
 
@@ -209,6 +201,16 @@ async def _answer_when_stored(message: Message, answers, wait: float) -> ApiAnsw
         return await in_db_thread(_current_answer)(message.pk)
     _, message.state, message.command_status, smsc_ids = answered
     return answer_for(message, smsc_ids)
+
+
+async def _route_now(new: NewMessage) -> ApiAnswer | None:
+    """``_route`` with the routing state of the moment; the 503 when the store
+    cannot tell it (and this process has none yet)."""
+    try:
+        routing_state = await routing_cache.aget()
+    except DatabaseError as exc:
+        return _store_unavailable(exc)
+    return _route(new, routing_state)
 
 
 def _route(new: NewMessage, state: RoutingState) -> ApiAnswer | None:
