@@ -17,6 +17,7 @@ that fails its checks is left out and logged, never raised into a request.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -82,6 +83,23 @@ class ConnectorSpec:
     @classmethod
     def from_row(cls, row: Connector) -> ConnectorSpec:
         return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+def bind_password(spec: ConnectorSpec) -> tuple[str, str]:
+    """(the password ``spec`` binds with, why it cannot bind or ""): the stored one,
+    or its ``password_variable`` read from this process's environment and held to
+    the stored password's own checks (SMPP carries 8 printable ASCII at most)."""
+    name = spec.password_variable
+    if not name:
+        return spec.password, ""
+    value = os.environ.get(name)
+    if value is None:
+        return "", f"password variable {name} is not set in the worker's environment"
+    try:
+        Connector._meta.get_field("password").run_validators(value)
+    except ValidationError:
+        return "", f"password variable {name} is not an SMPP password (8 printable ASCII at most)"
+    return value, ""
 
 
 def _checked_connectors(rows: Iterable[Connector]) -> list[Connector]:

@@ -147,8 +147,7 @@ def test_each_bind_gets_its_own_worker_and_a_tx_rx_connector_two(settings):
 
 
 def test_a_password_variable_is_read_from_the_environment_and_checked(monkeypatch):
-    from messaging.connectors import ConnectorSpec
-    from smpp_gateway.worker.config import bind_password
+    from messaging.connectors import ConnectorSpec, bind_password
 
     spec = ConnectorSpec("uk", "h", 1, "s", "stored", password_variable="UK_PW")
     monkeypatch.setenv("UK_PW", "from-env")

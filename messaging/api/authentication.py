@@ -59,7 +59,7 @@ def request_api_key(request: HttpRequest) -> ApiKey | None:
     )
 
 
-def staff_session_user(request: HttpRequest):
+def staff_session_user(request: HttpRequest | Request):
     """The active staff user whose admin session the request carries, or None.
 
     The API's middleware chain has no sessions (smsapi/handlers.py), so the
@@ -86,7 +86,7 @@ class StaffSessionReads(BaseAuthentication):
     def authenticate(self, request: Request):
         if request.method not in SAFE_METHODS:
             return None
-        user = staff_session_user(request._request)
+        user = staff_session_user(request)  # DRF's Request passes COOKIES through
         return None if user is None else (user, None)
 
 

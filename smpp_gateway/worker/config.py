@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 
-from messaging.connectors import ConnectorSpec
+from messaging.connectors import ConnectorSpec, bind_password
 from smpp.session import SessionConfig
 from smpp.smsc_ids import IdStyle
 
@@ -129,20 +128,6 @@ class WorkerConfig:
             max_rate=spec.max_rate or None,
             lease_seconds=max(base.lease_seconds, spec.response_timeout * 2),
         )
-
-
-def bind_password(spec: ConnectorSpec) -> tuple[str, str]:
-    """(the password ``spec`` binds with, why it cannot bind or ""): the stored one,
-    or its ``password_variable`` read from this process's environment."""
-    name = spec.password_variable
-    if not name:
-        return spec.password, ""
-    value = os.environ.get(name)
-    if value is None:
-        return "", f"password variable {name} is not set in the worker's environment"
-    if len(value) > 8 or not all("\x20" <= c <= "\x7e" for c in value):
-        return "", f"password variable {name} is not an SMPP password (8 printable ASCII at most)"
-    return value, ""
 
 
 def _id_style(value: str) -> IdStyle:
